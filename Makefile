@@ -1,0 +1,64 @@
+# Tunix RT: `make run` to try it, `make test` to check it. Both start from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The PostgreSQL pass of the suite; pytest-django creates and drops test_<name> itself.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tunix_rt
+
+# `make run` is a local development server: DEBUG on and a development-only secret key.
+RUN_ENV := DEBUG=$${DEBUG:-1}
+
+.PHONY: help install install-dev run test lint format typecheck test-sqlite test-postgres clean
+
+help:
+	@echo "make run    - install, migrate, load the demo dataset, start the server"
+	@echo "make test   - install dev tools, then format check, lint, types, tests (SQLite + PostgreSQL)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(RUN_ENV) $(BIN)/python manage.py migrate --noinput
+	$(RUN_ENV) $(BIN)/python manage.py import_dataset runs/demo/tunix-demo-v1.jsonl --key tunix-demo-v1 --skip-existing
+	$(RUN_ENV) $(BIN)/python manage.py ensure_admin
+	@echo ""
+	@echo "Tunix RT is starting on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
+	@echo ""
+	$(RUN_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+lint: install-dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install-dev
+	$(BIN)/mypy .
+
+test-sqlite: install-dev
+	DATABASE_URL= $(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: install-dev
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck test-sqlite test-postgres
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache staticfiles

@@ -1,0 +1,143 @@
+"""Operators' admin: read-mostly; writes go through the same services as the API."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from runs import services
+from runs.models import Dataset, TunixRun
+
+
+class DatasetAddForm(forms.ModelForm[Dataset]):
+    upload = forms.FileField(help_text="JSONL: prompt/completion or chat messages records")
+
+    class Meta:
+        model = Dataset
+        fields = ["key"]
+
+    def _post_clean(self) -> None:
+        # The instance is built by the service; skip ModelForm's model validation of the
+        # fields the service fills in (format, sha256, counts).
+        pass
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        key, upload = data.get("key"), data.get("upload")
+        if key and upload:
+            try:
+                self.instance = services.dataset_import(
+                    key=key, source=upload.chunks(), user=self.request_user
+                )
+            except services.ServiceError as exc:
+                raise ValidationError({exc.field or "upload": exc.message}) from None
+        return data
+
+    request_user: Any = None
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin[Dataset]):
+    list_display = ["key", "format", "record_count", "size_bytes", "created_at", "created_by"]
+    list_filter = ["format"]
+    search_fields = ["key"]
+    readonly_fields = [
+        "key",
+        "format",
+        "record_count",
+        "size_bytes",
+        "sha256",
+        "file_path",
+        "created_at",
+        "created_by",
+    ]
+
+    def get_form(
+        self, request: HttpRequest, obj: Dataset | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Dataset]]:
+        if obj is None:
+            # A class per request: the uploader is recorded without shared mutable state.
+            return type(
+                "DatasetAddFormForRequest", (DatasetAddForm,), {"request_user": request.user}
+            )
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Dataset | None = None) -> list[str]:
+        return [] if obj is None else list(self.readonly_fields)
+
+    def get_fields(self, request: HttpRequest, obj: Dataset | None = None) -> tuple[str, ...]:
+        return ("key", "upload") if obj is None else tuple(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Dataset, form: Any, change: bool) -> None:
+        # dataset_import already wrote the row and the file during form validation.
+        pass
+
+    def has_change_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
+        return False
+
+
+@admin.register(TunixRun)
+class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
+    list_display = [
+        "id",
+        "status",
+        "mode",
+        "dataset",
+        "model_id",
+        "queued_at",
+        "started_at",
+        "completed_at",
+        "exit_code",
+        "error_reason",
+    ]
+    list_filter = ["status", "mode", "dataset", "error_reason"]
+    search_fields = ["model_id", "dataset__key"]
+    search_help_text = "A run id, or part of a model id or dataset key"
+    date_hierarchy = "queued_at"
+    list_select_related = ["dataset"]
+    show_full_result_count = False
+    ordering = ["-queued_at", "-id"]
+    readonly_fields = [
+        "id",
+        "dataset",
+        "model_id",
+        "mode",
+        "status",
+        "config",
+        "queued_at",
+        "started_at",
+        "completed_at",
+        "exit_code",
+        "stdout",
+        "stderr",
+        "error_reason",
+        "error_message",
+        "attempt",
+        "worker_id",
+        "heartbeat_at",
+        "timeout_seconds",
+        "client_request_id",
+        "request_fingerprint",
+        "created_by",
+    ]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[TunixRun], search_term: str
+    ) -> tuple[QuerySet[TunixRun], bool]:
+        try:
+            return queryset.filter(id=UUID(search_term.strip())), False
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Runs are launched through the API or the pages so they pass the same validation.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TunixRun | None = None) -> bool:
+        return False

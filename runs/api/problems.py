@@ -1,0 +1,84 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from runs.services import Conflict, IllegalTransition, NotFound, ServiceError
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """DRF's nested error structure as a flat list of {field, message}."""
+    if isinstance(detail, dict):
+        out: list[dict[str, str]] = []
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else ""
+            out += _flatten(value, f"{prefix}.{name}" if prefix and name else prefix or name)
+        return out
+    if isinstance(detail, list):
+        out = []
+        for item in detail:
+            out += _flatten(item, prefix)
+        return out
+    return [{"field": prefix, "message": str(detail)}]
+
+
+def service_error_to_api(exc: ServiceError) -> exceptions.APIException:
+    if isinstance(exc, NotFound):
+        return exceptions.NotFound(exc.message)
+    if isinstance(exc, Conflict | IllegalTransition):
+        error = exceptions.APIException(exc.message)
+        error.status_code = 409
+        return error
+    if exc.field:
+        return exceptions.ValidationError({exc.field: [exc.message]})
+    return exceptions.ValidationError(exc.message)
+
+
+def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        exc = service_error_to_api(exc)
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # unexpected: Django's 500 handling and logging take over
+    extra: dict[str, Any] = {}
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        extra["errors"] = errors
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    elif isinstance(exc, exceptions.APIException):
+        detail = str(exc.detail)
+    else:  # pragma: no cover - exception_handler only answers APIException and Http404
+        detail = str(exc)
+    request = context.get("request")
+    if request is not None:
+        extra["instance"] = request.path
+    response.data = problem(response.status_code, detail, **extra)
+    renderer = getattr(request, "accepted_renderer", None)
+    if renderer is None or getattr(renderer, "format", "json") == "json":
+        response.content_type = PROBLEM_CONTENT_TYPE
+    return response

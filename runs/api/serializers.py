@@ -1,0 +1,221 @@
+"""Request parsing and response shapes. Field names follow the seed system's clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.validators import RegexValidator
+from rest_framework import serializers
+
+from runs import training_config
+from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus, TunixRun
+
+MAX_LIST_LIMIT = 100
+
+
+def _param_field(param: training_config.Param) -> serializers.Field[Any, Any, Any, Any]:
+    common: dict[str, Any] = {
+        "required": False,
+        "help_text": param.help,
+        "allow_null": param.default is None,
+    }
+    if param.default is not None:
+        common["default"] = param.default
+    if param.kind is int:
+        return serializers.IntegerField(
+            min_value=int(param.minimum), max_value=int(param.maximum), **common
+        )
+    return serializers.FloatField(
+        min_value=float(param.minimum), max_value=float(param.maximum), **common
+    )
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Refuses fields it does not know, so a typo is a 400 instead of a silent default."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        initial = getattr(self, "initial_data", None)
+        if isinstance(initial, dict):
+            unknown = sorted(set(initial) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return attrs
+
+
+class RunCreateSerializer(StrictSerializer):
+    dataset_key = serializers.CharField(
+        max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
+    )
+    model_id = serializers.CharField(
+        max_length=256,
+        validators=[
+            RegexValidator(
+                MODEL_ID_PATTERN,
+                message="model_id must look like 'org/name' or 'name' (letters, digits, _ . -)",
+            )
+        ],
+    )
+    dry_run = serializers.BooleanField(
+        default=True, help_text="true: validate only (mode dry-run); false: train (mode local)"
+    )
+    timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Per-run timeout override"
+    )
+    client_request_id = serializers.CharField(
+        required=False, allow_null=True, max_length=128, help_text="Idempotency key"
+    )
+    output_dir = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="Not accepted: the server chooses each run's artifact directory",
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        for param in training_config.PARAMS:
+            fields[param.name] = _param_field(param)
+        return fields
+
+    def validate_output_dir(self, value: str | None) -> None:
+        if value:
+            raise serializers.ValidationError(
+                "output_dir is chosen by the server (see output_dir in the response)"
+            )
+
+    def validate_timeout_seconds(self, value: int | None) -> int | None:
+        if value is not None and value > settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS:
+            raise serializers.ValidationError(
+                f"must be at most {settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS}"
+            )
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        # Range rules the field types cannot say (e.g. learning_rate > 0) live in one table.
+        values = {p.name: attrs.get(p.name, p.default) for p in training_config.PARAMS}
+        _, errors = training_config.normalise(values)
+        if errors:
+            raise serializers.ValidationError({name: [reason] for name, reason in errors.items()})
+        return attrs
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = self.validated_data
+        return {
+            "dataset_key": data["dataset_key"],
+            "model_id": data["model_id"],
+            "mode": RunMode.DRY_RUN if data["dry_run"] else RunMode.LOCAL,
+            "config": {p.name: data.get(p.name, p.default) for p in training_config.PARAMS},
+            "timeout_seconds": data.get("timeout_seconds"),
+            "client_request_id": data.get("client_request_id"),
+        }
+
+
+class RunListQuerySerializer(StrictSerializer):
+    limit = serializers.IntegerField(default=20, min_value=1, max_value=MAX_LIST_LIMIT)
+    cursor = serializers.CharField(required=False, max_length=256)
+    offset = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=10_000, help_text="Prefer cursor"
+    )
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    mode = serializers.ChoiceField(choices=RunMode.choices, required=False)
+    dataset_key = serializers.CharField(
+        required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
+    )
+
+
+class RunListItemSerializer(serializers.ModelSerializer[TunixRun]):
+    run_id = serializers.UUIDField(source="id")
+    dataset_key = serializers.CharField(source="dataset.key")
+    duration_seconds = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        model = TunixRun
+        fields = [
+            "run_id",
+            "status",
+            "mode",
+            "dataset_key",
+            "model_id",
+            "queued_at",
+            "started_at",
+            "completed_at",
+            "duration_seconds",
+            "exit_code",
+            "error_reason",
+        ]
+        read_only_fields = fields
+
+
+class RunPaginationSerializer(serializers.Serializer[Any]):
+    limit = serializers.IntegerField()
+    next_cursor = serializers.CharField(allow_null=True)
+    next = serializers.CharField(allow_null=True, help_text="URL of the next page")
+
+
+class RunDetailSerializer(RunListItemSerializer):
+    output_dir = serializers.CharField()
+    message = serializers.SerializerMethodField()
+    created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+
+    class Meta(RunListItemSerializer.Meta):
+        fields = [
+            *RunListItemSerializer.Meta.fields,
+            "config",
+            "stdout",
+            "stderr",
+            "error_message",
+            "message",
+            "output_dir",
+            "attempt",
+            "timeout_seconds",
+            "client_request_id",
+            "created_by",
+        ]
+        read_only_fields = fields
+
+    def get_message(self, run: TunixRun) -> str:
+        if run.status == RunStatus.COMPLETED:
+            return "dry-run validation passed" if run.mode == RunMode.DRY_RUN else "training done"
+        if run.status == RunStatus.FAILED:
+            return run.error_message or run.error_reason
+        return str(run.status)
+
+
+class RunStatusSerializer(serializers.Serializer[Any]):
+    run_id = serializers.UUIDField(source="id")
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    queued_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    exit_code = serializers.IntegerField(allow_null=True)
+    error_reason = serializers.CharField(allow_blank=True)
+    error_message = serializers.CharField(allow_blank=True)
+    attempt = serializers.IntegerField()
+
+
+class DatasetSerializer(serializers.ModelSerializer[Dataset]):
+    created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "key",
+            "format",
+            "record_count",
+            "size_bytes",
+            "sha256",
+            "created_at",
+            "created_by",
+        ]
+        read_only_fields = fields
+
+
+class DatasetUploadSerializer(StrictSerializer):
+    key = serializers.CharField(max_length=128, help_text="name-version, e.g. my-data-v1")
+    file = serializers.FileField(help_text="JSONL: prompt/completion or chat messages")

@@ -1,0 +1,16 @@
+"""The seed system's REST paths (no trailing slashes), kept for its clients."""
+
+from django.urls import path
+
+from runs.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("tunix/run", views.RunSubmitView.as_view(), name="run-submit"),
+    path("tunix/runs", views.RunListView.as_view(), name="run-list"),
+    path("tunix/runs/<str:run_id>", views.RunDetailView.as_view(), name="run-detail"),
+    path("tunix/runs/<str:run_id>/status", views.RunStatusView.as_view(), name="run-status"),
+    path("tunix/datasets", views.DatasetListView.as_view(), name="dataset-list"),
+    path("tunix/datasets/<str:key>", views.DatasetDetailView.as_view(), name="dataset-detail"),
+]

@@ -1,0 +1,215 @@
+"""Thin API views: parse, call a service or selector, render."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import permissions, status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from runs import selectors, services
+from runs.api.serializers import (
+    DatasetSerializer,
+    DatasetUploadSerializer,
+    RunCreateSerializer,
+    RunDetailSerializer,
+    RunListItemSerializer,
+    RunListQuerySerializer,
+    RunPaginationSerializer,
+    RunStatusSerializer,
+)
+
+UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the other form fields
+
+
+class PayloadTooLarge(APIException):
+    status_code = 413
+    default_detail = "request body too large"
+    default_code = "payload_too_large"
+
+
+PROBLEM = OpenApiResponse(OpenApiTypes.OBJECT, description="RFC 9457 problem details")
+
+
+class HasModelPermission(permissions.BasePermission):
+    """Writes need a model permission (e.g. runs.add_tunixrun); reads need a login."""
+
+    perms_by_method: dict[str, str] = {}
+
+    def has_permission(self, request: HttpRequest, view: Any) -> bool:
+        perm = self.perms_by_method.get(request.method or "")
+        return perm is None or bool(request.user and request.user.has_perm(perm))
+
+
+class CanCreateRuns(HasModelPermission):
+    perms_by_method = {"POST": "runs.add_tunixrun"}
+
+
+class CanUploadDatasets(HasModelPermission):
+    perms_by_method = {"POST": "runs.add_dataset"}
+
+
+def _run_url(request: Request, run_id: object) -> str:
+    return request.build_absolute_uri(reverse("api:run-detail", kwargs={"run_id": run_id}))
+
+
+class RunSubmitView(APIView):
+    permission_classes = [permissions.IsAuthenticated, CanCreateRuns]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(
+        operation_id="run_submit",
+        request=RunCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "mode",
+                str,
+                enum=["sync"],
+                description="sync (default): execute before answering",
+            )
+        ],
+        responses={201: RunDetailSerializer, 400: PROBLEM, 401: PROBLEM, 403: PROBLEM},
+    )
+    def post(self, request: Request) -> Response:
+        mode = request.query_params.get("mode", "sync")
+        if mode != "sync":
+            raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync"]})
+        serializer = RunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_sync(user=request.user, **serializer.service_kwargs())
+        return Response(
+            RunDetailSerializer(run).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": _run_url(request, run.id)},
+        )
+
+
+class RunListView(APIView):
+    @extend_schema(
+        operation_id="run_list",
+        parameters=[RunListQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "RunList",
+                fields={
+                    "data": RunListItemSerializer(many=True),
+                    "pagination": RunPaginationSerializer(),
+                },
+            ),
+            400: PROBLEM,
+            401: PROBLEM,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = RunListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        filters = selectors.RunFilters(
+            status=params.get("status"),
+            dataset_key=params.get("dataset_key"),
+            mode=params.get("mode"),
+        )
+        try:
+            page = selectors.run_list(
+                filters=filters,
+                limit=params["limit"],
+                cursor=params.get("cursor"),
+                offset=params["offset"] if not params.get("cursor") else 0,
+            )
+        except selectors.InvalidCursor as exc:
+            raise ValidationError({"cursor": [str(exc)]}) from None
+        next_url = None
+        if page.next_cursor:
+            kept = {k: v for k, v in request.query_params.items() if k not in {"cursor", "offset"}}
+            next_url = request.build_absolute_uri(
+                f"{request.path}?{urlencode({**kept, 'cursor': page.next_cursor})}"
+            )
+        return Response(
+            {
+                "data": RunListItemSerializer(page.items, many=True).data,
+                "pagination": {
+                    "limit": params["limit"],
+                    "next_cursor": page.next_cursor,
+                    "next": next_url,
+                },
+            }
+        )
+
+
+class RunDetailView(APIView):
+    @extend_schema(operation_id="run_detail", responses={200: RunDetailSerializer, 404: PROBLEM})
+    def get(self, request: Request, run_id: str) -> Response:
+        run = selectors.run_get(run_id=run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        return Response(RunDetailSerializer(run).data)
+
+
+class RunStatusView(APIView):
+    @extend_schema(operation_id="run_status", responses={200: RunStatusSerializer, 404: PROBLEM})
+    def get(self, request: Request, run_id: str) -> Response:
+        row = selectors.run_status(run_id=run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return Response(RunStatusSerializer(row).data)
+
+
+class DatasetListView(APIView):
+    permission_classes = [permissions.IsAuthenticated, CanUploadDatasets]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(operation_id="dataset_list", responses={200: DatasetSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(DatasetSerializer(selectors.dataset_list(), many=True).data)
+
+    @extend_schema(
+        operation_id="dataset_upload",
+        request={"multipart/form-data": DatasetUploadSerializer},
+        responses={201: DatasetSerializer, 400: PROBLEM, 409: PROBLEM, 413: PROBLEM},
+    )
+    def post(self, request: Request) -> Response:
+        # Refuse an oversized upload from its header, before Django spools the body to disk.
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > settings.TUNIX_DATASET_MAX_BYTES + UPLOAD_OVERHEAD_BYTES:
+            raise PayloadTooLarge(
+                f"upload of {declared} bytes exceeds the limit of "
+                f"{settings.TUNIX_DATASET_MAX_BYTES} bytes"
+            )
+        serializer = DatasetUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        dataset = services.dataset_import(
+            key=serializer.validated_data["key"], source=upload.chunks(), user=request.user
+        )
+        location = request.build_absolute_uri(
+            reverse("api:dataset-detail", kwargs={"key": dataset.key})
+        )
+        return Response(
+            DatasetSerializer(dataset).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
+        )
+
+
+class DatasetDetailView(APIView):
+    @extend_schema(operation_id="dataset_detail", responses={200: DatasetSerializer, 404: PROBLEM})
+    def get(self, request: Request, key: str) -> Response:
+        dataset = selectors.dataset_get(key=key)
+        if dataset is None:
+            raise NotFound(f"no dataset {key!r}")
+        return Response(DatasetSerializer(dataset).data)

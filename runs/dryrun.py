@@ -1,0 +1,126 @@
+"""Dry-run: everything a training run checks before it trains, without training.
+
+Validates the dataset file against its recorded checksum and record format, re-checks the
+hyperparameters, writes the training config the run would use, and reports a summary.
+No Django imports: the worker calls it with plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runs import training_config
+from runs.datasets import DatasetError, validate_stream
+
+CONFIG_FILE_NAME = "tunix_config.json"
+
+
+@dataclass(frozen=True)
+class DryRunOutcome:
+    ok: bool
+    reason: str  # a FailureReason value when not ok
+    message: str
+    summary: str
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def training_spec(
+    *,
+    run_id: str,
+    model_id: str,
+    mode: str,
+    dataset_key: str,
+    dataset_path: Path,
+    dataset_format: str,
+    config: dict[str, Any],
+    output_dir: Path,
+) -> dict[str, Any]:
+    """The config file the Tunix trainer reads; all paths absolute."""
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "model": {"id": model_id},
+        "dataset": {"key": dataset_key, "path": str(dataset_path), "format": dataset_format},
+        "training": dict(config),
+        "output": {
+            "dir": str(output_dir),
+            "checkpoints": str(output_dir / "checkpoints"),
+            "metrics": str(output_dir / "metrics"),
+        },
+    }
+
+
+def dry_run(
+    *,
+    spec: dict[str, Any],
+    expected_sha256: str,
+    expected_records: int,
+    max_bytes: int,
+    max_record_bytes: int,
+    config_path: Path,
+) -> DryRunOutcome:
+    dataset_path = Path(spec["dataset"]["path"])
+    if not dataset_path.is_file():
+        return DryRunOutcome(False, "dataset_invalid", f"dataset file missing: {dataset_path}", "")
+    try:
+        with dataset_path.open("rb") as handle:
+            stats = validate_stream(handle, max_bytes=max_bytes, max_record_bytes=max_record_bytes)
+    except DatasetError as exc:
+        return DryRunOutcome(False, "dataset_invalid", f"dataset invalid: {exc}", "")
+    if stats.sha256 != expected_sha256:
+        return DryRunOutcome(
+            False,
+            "dataset_invalid",
+            f"dataset checksum mismatch: file has {stats.sha256}, registry has {expected_sha256}",
+            "",
+        )
+    if stats.record_count != expected_records:
+        return DryRunOutcome(
+            False,
+            "dataset_invalid",
+            f"dataset has {stats.record_count} records, registry has {expected_records}",
+            "",
+        )
+    config, errors = training_config.normalise(spec["training"])
+    if errors:
+        detail = "; ".join(f"{name}: {reason}" for name, reason in sorted(errors.items()))
+        return DryRunOutcome(False, "config_invalid", f"invalid hyperparameters: {detail}", "")
+
+    write_json_atomic(config_path, {**spec, "training": config})
+
+    eval_records = int(stats.record_count * config["eval_fraction"])
+    train_records = stats.record_count - eval_records
+    steps_per_epoch = max(1, -(-train_records // config["batch_size"]))
+    total_steps = steps_per_epoch * config["num_epochs"]
+    if config["max_steps"] is not None:
+        total_steps = min(total_steps, config["max_steps"])
+    lines = [
+        "Dry run: OK (nothing was trained)",
+        f"model:            {spec['model']['id']}",
+        f"dataset:          {spec['dataset']['key']} ({stats.format})",
+        f"records:          {stats.record_count} ({train_records} train / {eval_records} eval)",
+        f"size:             {stats.size_bytes} bytes, sha256 {stats.sha256}",
+        f"tokens (approx.): {stats.tokens_estimate}",
+        f"steps:            {total_steps} ({steps_per_epoch} per epoch x {config['num_epochs']})",
+        "hyperparameters:",
+        *(f"  {name} = {config[name]}" for name in sorted(config)),
+        f"config written:   {config_path}",
+    ]
+    return DryRunOutcome(True, "", "", "\n".join(lines) + "\n")

@@ -1,0 +1,244 @@
+"""Run a command as a child process group with a deadline and bounded output capture.
+
+This module imports nothing from Django on purpose: a worker's process handling can be read
+and tested alone. The caller decides what the result means for a run.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, cast
+
+TRUNCATION_MARKER = "\n[… {omitted} bytes omitted …]\n"
+_READ_CHUNK = 65536
+
+
+class BoundedCapture:
+    """Keeps the first and last bytes of a stream, never more than ``limit`` in memory.
+
+    The head shows how a process started, the tail how it ended; the middle of a flood is
+    counted and dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 64)
+        self.head_limit = self.limit // 2
+        self.tail_limit = self.limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > self.tail_limit:
+                del self.tail[: len(self.tail) - self.tail_limit]
+
+    def text(self) -> str:
+        """Decoded output, at most ``limit`` UTF-8 bytes including the truncation marker."""
+        if self.total <= self.limit:
+            return bytes(self.head + self.tail).decode("utf-8", errors="replace")
+        return truncate_utf8(bytes(self.head), bytes(self.tail), self.total, self.limit)
+
+
+def _cut_end(data: bytes, size: int) -> bytes:
+    """The first ``size`` bytes of data, shortened so no UTF-8 sequence is split."""
+    cut = data[:size]
+    # Step back over continuation bytes and a lead byte whose sequence was cut short.
+    end = len(cut)
+    back = 0
+    while back < 4 and end - back - 1 >= 0 and (cut[end - back - 1] & 0xC0) == 0x80:
+        back += 1
+    if end - back - 1 >= 0:
+        lead = cut[end - back - 1]
+        need = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+        if lead >= 0xC0 and need > back + 1:
+            return cut[: end - back - 1]
+    return cut
+
+
+def _cut_start(data: bytes, size: int) -> bytes:
+    """The last ``size`` bytes of data, starting on a UTF-8 character boundary."""
+    cut = data[len(data) - size :] if size < len(data) else data
+    start = 0
+    while start < len(cut) and start < 4 and (cut[start] & 0xC0) == 0x80:
+        start += 1
+    return cut[start:]
+
+
+def truncate_utf8(head: bytes, tail: bytes, total: int, limit: int) -> str:
+    """Join head and tail with a visible marker so the result fits ``limit`` UTF-8 bytes."""
+    marker_len = len(TRUNCATION_MARKER.format(omitted=total).encode())
+    budget = max(limit - marker_len, 0)
+    head_part = _cut_end(head, min(len(head), budget // 2))
+    tail_part = _cut_start(tail, min(len(tail), budget - len(head_part)))
+    omitted = total - len(head_part) - len(tail_part)
+    marker = TRUNCATION_MARKER.format(omitted=omitted)
+    return (
+        head_part.decode("utf-8", errors="replace")
+        + marker
+        + tail_part.decode("utf-8", errors="replace")
+    )
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """Truncate an in-memory string the same way captured output is truncated."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    capture = BoundedCapture(limit)
+    capture.feed(data)
+    return capture.text()
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    cancelled: bool
+    duration_seconds: float
+    stdout_bytes: int
+    stderr_bytes: int
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def terminate_group(pgid: int, grace_seconds: float) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after the grace period."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def execute(
+    argv: Sequence[str],
+    *,
+    timeout_seconds: float,
+    max_output_bytes: int,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    kill_grace_seconds: float = 5.0,
+    tick_seconds: float = 1.0,
+    on_tick: Callable[[], bool] | None = None,
+) -> ExecutionResult:
+    """Run ``argv`` (never through a shell) in a new session and process group.
+
+    ``on_tick`` is called about every ``tick_seconds`` while the child runs (heartbeats); if it
+    returns True the run was cancelled and the group is terminated. At ``timeout_seconds`` the
+    group is terminated too. Whatever the outcome, no process of the group outlives this call.
+    """
+    if not argv:
+        raise ValueError("argv must not be empty")
+    started = time.monotonic()
+    deadline = started + timeout_seconds
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+        close_fds=True,
+    )
+    pgid = proc.pid  # start_new_session makes the child its group leader
+    captures = {
+        "stdout": BoundedCapture(max_output_bytes),
+        "stderr": BoundedCapture(max_output_bytes),
+    }
+    selector = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    selector.register(proc.stdout, selectors.EVENT_READ, captures["stdout"])
+    selector.register(proc.stderr, selectors.EVENT_READ, captures["stderr"])
+    timed_out = cancelled = False
+    next_tick = started + tick_seconds
+    exited_at: float | None = None
+    try:
+        while selector.get_map():
+            now = time.monotonic()
+            if not timed_out and not cancelled and now >= deadline:
+                timed_out = True
+                terminate_group(pgid, kill_grace_seconds)
+            if on_tick is not None and now >= next_tick:
+                next_tick = now + tick_seconds
+                if not timed_out and not cancelled and on_tick():
+                    cancelled = True
+                    terminate_group(pgid, kill_grace_seconds)
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            # The leader is gone but a descendant still holds the pipes open: give it a moment
+            # to finish writing, then take the group down so the pipes close.
+            if exited_at is not None and now - exited_at > 0.5:
+                _signal_group(pgid, signal.SIGKILL)
+            wait = max(0.0, min(next_tick, deadline) - now) if not (timed_out or cancelled) else 0.1
+            for key, _ in selector.select(timeout=min(wait, 0.25)):
+                fileobj = cast("IO[bytes]", key.fileobj)
+                chunk = os.read(fileobj.fileno(), _READ_CHUNK)
+                if chunk:
+                    key.data.feed(chunk)
+                else:
+                    selector.unregister(fileobj)
+                    fileobj.close()
+        remaining = max(deadline - time.monotonic(), 0.0)
+        try:
+            proc.wait(timeout=remaining if not (timed_out or cancelled) else kill_grace_seconds + 1)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            terminate_group(pgid, kill_grace_seconds)
+            proc.wait()
+    finally:
+        selector.close()
+        # Leave nothing of the group behind, even after a normal exit or an exception here.
+        _signal_group(pgid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+    return ExecutionResult(
+        exit_code=proc.returncode,
+        stdout=captures["stdout"].text(),
+        stderr=captures["stderr"].text(),
+        timed_out=timed_out,
+        cancelled=cancelled,
+        duration_seconds=time.monotonic() - started,
+        stdout_bytes=captures["stdout"].total,
+        stderr_bytes=captures["stderr"].total,
+    )

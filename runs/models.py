@@ -1,0 +1,203 @@
+"""Tunix RT data model. Invariants live in the database as constraints, not only in Python."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# name-version, lower case; no slash, no leading dot, so a key is always a plain file name.
+DATASET_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,127})?$"
+
+
+class DatasetFormat(models.TextChoices):
+    PROMPT_COMPLETION = "prompt_completion", "prompt / completion"
+    CHAT = "chat", "chat messages"
+
+
+class Dataset(models.Model):
+    key = models.CharField(
+        max_length=128,
+        unique=True,
+        validators=[RegexValidator(DATASET_KEY_PATTERN)],
+        help_text="name-version, e.g. tunix-demo-v1",
+    )
+    format = models.CharField(max_length=32, choices=DatasetFormat.choices)
+    record_count = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    # Relative to TUNIX_DATASETS_ROOT; never an absolute path.
+    file_path = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(format__in=DatasetFormat.values), name="dataset_format_valid"
+            ),
+            models.CheckConstraint(condition=Q(record_count__gt=0), name="dataset_not_empty"),
+            models.CheckConstraint(
+                condition=~Q(file_path__startswith="/") & ~Q(file_path__contains=".."),
+                name="dataset_file_path_relative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class RunMode(models.TextChoices):
+    DRY_RUN = "dry-run", "dry-run"
+    LOCAL = "local", "local"
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+TERMINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class FailureReason(models.TextChoices):
+    NONE = "", "none"
+    DATASET_INVALID = "dataset_invalid", "dataset invalid"
+    CONFIG_INVALID = "config_invalid", "configuration invalid"
+    RUNTIME_MISSING = "runtime_missing", "Tunix runtime missing"
+    NONZERO_EXIT = "nonzero_exit", "non-zero exit"
+    TIMEOUT = "timeout", "timeout"
+    WORKER_LOST = "worker_lost", "worker lost"
+    INTERNAL_ERROR = "internal_error", "internal error"
+
+
+class TunixRun(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The list filters by dataset through the composite index below, so no separate FK index.
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.PROTECT, related_name="runs", db_index=False
+    )
+    model_id = models.CharField(max_length=256)
+    mode = models.CharField(max_length=16, choices=RunMode.choices, default=RunMode.DRY_RUN)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    config = models.JSONField(default=dict, blank=True)
+
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    exit_code = models.IntegerField(null=True, blank=True)
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    error_reason = models.CharField(
+        max_length=32, choices=FailureReason.choices, blank=True, default=FailureReason.NONE
+    )
+    error_message = models.TextField(blank=True, default="")
+
+    # Execution bookkeeping: each claim increments attempt; writes by a worker are fenced on it.
+    attempt = models.PositiveIntegerField(default=0)
+    worker_id = models.CharField(max_length=128, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    # NULL, not "", means "no key": the unique constraint applies only to given keys.
+    client_request_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tunix_runs",
+        db_index=False,
+    )
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            models.Index(fields=["-queued_at", "-id"], name="run_list_idx"),
+            models.Index(fields=["status", "-queued_at", "-id"], name="run_status_list_idx"),
+            models.Index(fields=["dataset", "-queued_at", "-id"], name="run_dataset_list_idx"),
+            models.Index(fields=["mode", "-queued_at", "-id"], name="run_mode_list_idx"),
+            # Workers and the reaper look only at active rows: these stay small however many
+            # finished runs the table holds.
+            models.Index(
+                fields=["queued_at"], condition=Q(status="pending"), name="run_pending_idx"
+            ),
+            models.Index(
+                fields=["heartbeat_at"], condition=Q(status="running"), name="run_running_idx"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(mode__in=RunMode.values), name="run_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(error_reason__in=FailureReason.values), name="run_error_reason_valid"
+            ),
+            # completed_at is set exactly when the run is terminal.
+            models.CheckConstraint(
+                condition=(
+                    Q(status__in=ACTIVE_STATUSES, completed_at__isnull=True)
+                    | Q(status__in=TERMINAL_STATUSES, completed_at__isnull=False)
+                ),
+                name="run_completed_at_iff_terminal",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=[RunStatus.RUNNING, RunStatus.COMPLETED])
+                | Q(started_at__isnull=False),
+                name="run_started_has_started_at",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RunStatus.PENDING) | Q(started_at__isnull=True),
+                name="run_pending_not_started",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RunStatus.COMPLETED) | Q(exit_code=0),
+                name="run_completed_exit_zero",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RunStatus.FAILED) | ~Q(error_reason=""),
+                name="run_failed_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RunStatus.RUNNING) | Q(attempt__gt=0),
+                name="run_running_has_attempt",
+            ),
+            models.UniqueConstraint(
+                fields=["created_by", "client_request_id"],
+                condition=Q(client_request_id__isnull=False),
+                name="run_client_request_id_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+    @property
+    def output_dir(self) -> str:
+        """Artifact directory, relative to TUNIX_ARTIFACTS_ROOT."""
+        return str(self.id)

@@ -1,0 +1,452 @@
+"""Every write Tunix RT makes, and the only place a run's status changes.
+
+Status changes are conditional UPDATEs guarded by the expected current status (and, for a
+worker's writes, its attempt number), so a stale writer changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import IntegrityError
+from django.db.models import F
+from django.utils import timezone
+
+from runs import executor, training_config
+from runs.datasets import DatasetError, validate_key, validate_stream
+from runs.dryrun import CONFIG_FILE_NAME, dry_run, training_spec
+from runs.models import Dataset, FailureReason, RunMode, RunStatus, TunixRun
+from runs.paths import safe_join
+from runs.telemetry import timed_write
+
+log = logging.getLogger("tunix_rt.runs")
+
+UserLike = AbstractBaseUser | AnonymousUser | None
+
+
+class ServiceError(Exception):
+    """A refused request; ``field`` names the input at fault when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ServiceError):
+    pass
+
+
+class Conflict(ServiceError):
+    pass
+
+
+class IllegalTransition(ServiceError):
+    def __init__(self, source: str, target: str) -> None:
+        super().__init__(f"a run cannot go from {source} to {target}")
+        self.source = source
+        self.target = target
+
+
+# The status machine. Anything not listed here is refused before touching the database.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
+    # running -> pending is a re-queue (recovery after a lost worker or a graceful shutdown).
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PENDING}
+    ),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+def _real_user(user: UserLike) -> User | None:
+    return user if isinstance(user, User) else None
+
+
+def worker_identity(role: str = "worker") -> str:
+    return f"{role}:{socket.gethostname()}:{os.getpid()}"
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def dataset_import(
+    *, key: str, source: IO[bytes] | Iterable[bytes], user: UserLike = None
+) -> Dataset:
+    """Validate a JSONL upload and register it. A refused file leaves no row and no file."""
+    try:
+        validate_key(key)
+    except DatasetError as exc:
+        raise ServiceError(exc.reason, field="key") from None
+    if Dataset.objects.filter(key=key).exists():
+        raise Conflict(f"dataset {key!r} already exists", field="key")
+    root = Path(settings.TUNIX_DATASETS_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    relative = f"{key}.jsonl"
+    final = safe_join(root, relative)
+    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".upload-", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            try:
+                stats = validate_stream(
+                    source,
+                    max_bytes=settings.TUNIX_DATASET_MAX_BYTES,
+                    max_record_bytes=settings.TUNIX_DATASET_MAX_RECORD_BYTES,
+                    sink=sink,
+                )
+            except DatasetError as exc:
+                raise ServiceError(str(exc), field="file") from None
+            sink.flush()
+            os.fsync(sink.fileno())
+        try:
+            with timed_write("dataset_import"):
+                dataset = Dataset.objects.create(
+                    key=key,
+                    format=stats.format,
+                    record_count=stats.record_count,
+                    size_bytes=stats.size_bytes,
+                    sha256=stats.sha256,
+                    file_path=relative,
+                    created_by=_real_user(user),
+                )
+                # Inside the transaction: if the rename fails the row rolls back with it.
+                os.replace(tmp, final)
+        except IntegrityError:
+            raise Conflict(f"dataset {key!r} already exists", field="key") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info(
+        "dataset_imported",
+        extra={"fields": {"key": key, "records": stats.record_count, "bytes": stats.size_bytes}},
+    )
+    return dataset
+
+
+def dataset_path(dataset: Dataset) -> Path:
+    return safe_join(Path(settings.TUNIX_DATASETS_ROOT), dataset.file_path)
+
+
+# --------------------------------------------------------------------------- run creation
+
+
+def request_fingerprint(payload: dict[str, Any]) -> str:
+    """A stable hash of a run request, to tell a retry from a different request."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def run_create(
+    *,
+    user: UserLike,
+    dataset_key: str,
+    model_id: str,
+    mode: str,
+    config: dict[str, Any],
+    timeout_seconds: int | None = None,
+    client_request_id: str | None = None,
+) -> TunixRun:
+    """Register a pending run after checking everything that can be checked now."""
+    dataset = Dataset.objects.filter(key=dataset_key).first()
+    if dataset is None:
+        raise ServiceError(f"unknown dataset {dataset_key!r}", field="dataset_key")
+    if mode not in RunMode.values:
+        raise ServiceError(f"mode must be one of {RunMode.values}", field="mode")
+    clean, errors = training_config.normalise(config)
+    if errors:
+        name, reason = sorted(errors.items())[0]
+        raise ServiceError(f"{name}: {reason}", field=name)
+    if timeout_seconds is not None and not (
+        1 <= timeout_seconds <= settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS
+    ):
+        raise ServiceError(
+            f"timeout_seconds must be in [1, {settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS}]",
+            field="timeout_seconds",
+        )
+    fingerprint = request_fingerprint(
+        {
+            "dataset_key": dataset_key,
+            "model_id": model_id,
+            "mode": mode,
+            "config": clean,
+            "timeout_seconds": timeout_seconds,
+        }
+    )
+    with timed_write("run_create"):
+        run = TunixRun.objects.create(
+            dataset=dataset,
+            model_id=model_id,
+            mode=mode,
+            config=clean,
+            timeout_seconds=timeout_seconds,
+            client_request_id=client_request_id,
+            request_fingerprint=fingerprint,
+            created_by=_real_user(user),
+        )
+    log.info(
+        "run_transition",
+        extra={"fields": {"run_id": run.id, "from": "", "to": RunStatus.PENDING, "attempt": 0}},
+    )
+    return run
+
+
+# --------------------------------------------------------------------------- status machine
+
+
+def _transition(
+    *,
+    run_id: UUID,
+    source: str,
+    target: str,
+    op: str,
+    expected_attempt: int | None = None,
+    **fields: Any,
+) -> bool:
+    """The one guarded UPDATE through which every status change goes. True if it applied."""
+    if target not in ALLOWED_TRANSITIONS.get(source, frozenset()):
+        raise IllegalTransition(source, target)
+    rows = TunixRun.objects.filter(id=run_id, status=source)
+    if expected_attempt is not None:
+        rows = rows.filter(attempt=expected_attempt)
+    with timed_write(op):
+        updated = rows.update(status=target, **fields)
+    if updated:
+        log.info(
+            "run_transition",
+            extra={
+                "fields": {
+                    "run_id": run_id,
+                    "from": source,
+                    "to": target,
+                    "attempt": expected_attempt,
+                }
+            },
+        )
+    return updated == 1
+
+
+def run_claim(*, run_id: UUID, worker_id: str) -> TunixRun | None:
+    """pending -> running for exactly one claimant; None if someone else won or it is gone."""
+    now = timezone.now()
+    claimed = _transition(
+        run_id=run_id,
+        source=RunStatus.PENDING,
+        target=RunStatus.RUNNING,
+        op="run_claim",
+        attempt=F("attempt") + 1,
+        started_at=now,
+        heartbeat_at=now,
+        worker_id=worker_id[:128],
+    )
+    if not claimed:
+        return None
+    return TunixRun.objects.select_related("dataset").get(id=run_id)
+
+
+def run_heartbeat(*, run_id: UUID, attempt: int) -> bool:
+    """Refresh the heartbeat of our attempt; False means the run is no longer ours."""
+    with timed_write("run_heartbeat"):
+        updated = TunixRun.objects.filter(
+            id=run_id, status=RunStatus.RUNNING, attempt=attempt
+        ).update(heartbeat_at=timezone.now())
+    return updated == 1
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+def run_finish(*, run_id: UUID, attempt: int, outcome: RunOutcome) -> bool:
+    """running -> terminal, fenced on the attempt that did the work."""
+    limit = settings.TUNIX_OUTPUT_MAX_BYTES
+    return _transition(
+        run_id=run_id,
+        source=RunStatus.RUNNING,
+        target=outcome.status,
+        op="run_finish",
+        expected_attempt=attempt,
+        completed_at=timezone.now(),
+        exit_code=outcome.exit_code,
+        stdout=executor.truncate_text(outcome.stdout, limit),
+        stderr=executor.truncate_text(outcome.stderr, limit),
+        error_reason=outcome.reason,
+        error_message=outcome.message[:4000],
+    )
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def _artifact_dir(run: TunixRun) -> Path:
+    return safe_join(Path(settings.TUNIX_ARTIFACTS_ROOT), run.output_dir)
+
+
+def _spec(run: TunixRun, output_dir: Path) -> dict[str, Any]:
+    return training_spec(
+        run_id=str(run.id),
+        model_id=run.model_id,
+        mode=run.mode,
+        dataset_key=run.dataset.key,
+        dataset_path=dataset_path(run.dataset),
+        dataset_format=run.dataset.format,
+        config=run.config,
+        output_dir=output_dir,
+    )
+
+
+def tunix_runtime_available() -> bool:
+    return importlib.util.find_spec("tunix") is not None
+
+
+def _execute_dry_run(run: TunixRun) -> RunOutcome:
+    output_dir = _artifact_dir(run)
+    result = dry_run(
+        spec=_spec(run, output_dir),
+        expected_sha256=run.dataset.sha256,
+        expected_records=run.dataset.record_count,
+        max_bytes=settings.TUNIX_DATASET_MAX_BYTES,
+        max_record_bytes=settings.TUNIX_DATASET_MAX_RECORD_BYTES,
+        config_path=output_dir / CONFIG_FILE_NAME,
+    )
+    if result.ok:
+        return RunOutcome(status=RunStatus.COMPLETED, exit_code=0, stdout=result.summary)
+    return RunOutcome(
+        status=RunStatus.FAILED,
+        exit_code=1,
+        stderr=result.message + "\n",
+        reason=result.reason,
+        message=result.message,
+    )
+
+
+def _execute_local(run: TunixRun) -> RunOutcome:
+    # Everything dry-run checks must hold before a real training starts.
+    checked = _execute_dry_run(run)
+    if checked.status != RunStatus.COMPLETED:
+        return checked
+    if not tunix_runtime_available() or importlib.util.find_spec("runs.trainer") is None:
+        message = (
+            "local mode needs the Tunix runtime on the worker host, and it is not installed "
+            "here (install it with: pip install -r requirements-tunix.txt)"
+        )
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            exit_code=None,
+            stderr=message + "\n",
+            reason=FailureReason.RUNTIME_MISSING,
+            message=message,
+        )
+    output_dir = _artifact_dir(run)
+    argv = [sys.executable, "-m", "runs.trainer", str(output_dir / CONFIG_FILE_NAME)]
+    result = executor.execute(
+        argv,
+        timeout_seconds=run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS,
+        max_output_bytes=settings.TUNIX_OUTPUT_MAX_BYTES,
+        cwd=output_dir,
+        kill_grace_seconds=settings.TUNIX_KILL_GRACE_SECONDS,
+        on_tick=lambda: not run_heartbeat(run_id=run.id, attempt=run.attempt),
+    )
+    return outcome_from_result(result, timeout_seconds=run.timeout_seconds)
+
+
+def outcome_from_result(
+    result: executor.ExecutionResult, *, timeout_seconds: int | None
+) -> RunOutcome:
+    """What a finished child process means for its run."""
+    if result.timed_out:
+        limit = timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS
+        message = f"run exceeded its timeout of {limit} s; its process group was killed"
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            reason=FailureReason.TIMEOUT,
+            message=message,
+        )
+    if result.cancelled:
+        return RunOutcome(
+            status=RunStatus.CANCELLED,
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+        )
+    if result.exit_code != 0:
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            reason=FailureReason.NONZERO_EXIT,
+            message=f"training process exited with code {result.exit_code}",
+        )
+    return RunOutcome(
+        status=RunStatus.COMPLETED, exit_code=0, stdout=result.stdout, stderr=result.stderr
+    )
+
+
+def run_execute(*, run: TunixRun) -> TunixRun:
+    """Execute a run this process has claimed and record the outcome, whatever happens."""
+    try:
+        outcome = _execute_dry_run(run) if run.mode == RunMode.DRY_RUN else _execute_local(run)
+    except Exception as exc:  # recorded on the run, never raised into the caller's loop
+        log.exception("run_execute_error", extra={"fields": {"run_id": run.id}})
+        outcome = RunOutcome(
+            status=RunStatus.FAILED,
+            reason=FailureReason.INTERNAL_ERROR,
+            message=f"{type(exc).__name__}: {exc}",
+            stderr=f"{type(exc).__name__}: {exc}\n",
+        )
+    run_finish(run_id=run.id, attempt=run.attempt, outcome=outcome)
+    run.refresh_from_db()
+    return run
+
+
+def run_sync(
+    *,
+    user: UserLike,
+    dataset_key: str,
+    model_id: str,
+    mode: str,
+    config: dict[str, Any],
+    timeout_seconds: int | None = None,
+    client_request_id: str | None = None,
+) -> TunixRun:
+    """Create a run and execute it in this process (the API's default, synchronous mode)."""
+    run = run_create(
+        user=user,
+        dataset_key=dataset_key,
+        model_id=model_id,
+        mode=mode,
+        config=config,
+        timeout_seconds=timeout_seconds,
+        client_request_id=client_request_id,
+    )
+    claimed = run_claim(run_id=run.id, worker_id=worker_identity("web"))
+    if claimed is None:  # cannot happen for a row this request just created; be explicit
+        raise Conflict("run was claimed by another process")
+    return run_execute(run=claimed)

@@ -1,0 +1,117 @@
+"""Shared fixtures. The suite runs once on SQLite and once on PostgreSQL (DATABASE_URL)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DATASET = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
+
+
+def _database_url() -> str:
+    return os.environ.get("DATABASE_URL", "")
+
+
+def _postgres_unreachable_reason() -> str | None:
+    """None if the configured PostgreSQL answers, else why not."""
+    import psycopg
+
+    url = _database_url()
+    try:
+        # Connect to the server's maintenance database: the test database does not exist yet.
+        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {url} is not reachable ({exc.__class__.__name__}: {exc})"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: needs PostgreSQL")
+    config._tunix_pg_skip = None  # type: ignore[attr-defined]
+    if _database_url().startswith(("postgres://", "postgresql://")):
+        reason = _postgres_unreachable_reason()
+        if reason and os.environ.get("TUNIX_REQUIRE_POSTGRES") == "1":
+            raise pytest.UsageError(f"{reason}; TUNIX_REQUIRE_POSTGRES=1 makes this a failure")
+        config._tunix_pg_skip = reason  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    pg_skip = config._tunix_pg_skip  # type: ignore[attr-defined]
+    on_postgres = _database_url().startswith(("postgres://", "postgresql://"))
+    for item in items:
+        if pg_skip:
+            item.add_marker(pytest.mark.skip(reason=pg_skip))
+        elif not on_postgres and item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: this pass runs on SQLite"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_roots(settings: Any, tmp_path: Path) -> None:
+    """Every test gets its own datasets and artifacts directories."""
+    settings.TUNIX_DATASETS_ROOT = tmp_path / "datasets"
+    settings.TUNIX_ARTIFACTS_ROOT = tmp_path / "artifacts"
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return UserFactory()
+
+
+@pytest.fixture
+def operator(db: None) -> User:
+    """A user allowed to create runs and upload datasets."""
+    member = UserFactory()
+    member.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="runs", codename__in=["add_tunixrun", "add_dataset"]
+        )
+    )
+    return User.objects.get(pk=member.pk)  # fresh instance: permission cache is per object
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def operator_client(operator: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(operator)
+    return client
+
+
+@pytest.fixture
+def viewer_client(user: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def demo_dataset(db: None) -> Any:
+    from runs import services
+
+    with DEMO_DATASET.open("rb") as handle:
+        return services.dataset_import(key="tunix-demo-v1", source=handle)
+
+
+@pytest.fixture
+def jsonl() -> Callable[..., bytes]:
+    """Build JSONL bytes from records (dicts are dumped, strings used as raw lines)."""
+    import json
+
+    def build(*records: Any) -> bytes:
+        lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+        return ("\n".join(lines) + "\n").encode()
+
+    return build

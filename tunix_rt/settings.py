@@ -1,0 +1,265 @@
+"""Tunix RT settings. Every knob comes from the environment and is defined once, here.
+
+See the configuration table in README.md for what each variable does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
+
+# Lets generic classes (ModelAdmin[Run], Serializer[Any]) be subscripted at run time.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    """The variable's value; unset and empty both mean the default."""
+    return os.environ.get(name) or default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+
+_INSECURE_DEV_KEY = "django-insecure-tunix-rt-development-only"
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY (or DEBUG=1 for a development-only key)."
+        )
+    SECRET_KEY = _INSECURE_DEV_KEY
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Where uploaded datasets and run artifacts live. Paths derived from requests are always
+# resolved below these roots (see runs.paths).
+VAR_DIR = Path(env_str("TUNIX_VAR_DIR", str(BASE_DIR / "var")))
+TUNIX_DATASETS_ROOT = Path(env_str("TUNIX_DATASETS_ROOT", str(VAR_DIR / "datasets")))
+TUNIX_ARTIFACTS_ROOT = Path(env_str("TUNIX_ARTIFACTS_ROOT", str(VAR_DIR / "artifacts")))
+
+# Execution limits.
+TUNIX_OUTPUT_MAX_BYTES = env_int("TUNIX_OUTPUT_MAX_BYTES", 10240, minimum=256)
+TUNIX_RUN_TIMEOUT_SECONDS = env_int("TUNIX_RUN_TIMEOUT_SECONDS", 3600, minimum=1)
+TUNIX_RUN_TIMEOUT_MAX_SECONDS = env_int("TUNIX_RUN_TIMEOUT_MAX_SECONDS", 6 * 3600, minimum=1)
+TUNIX_KILL_GRACE_SECONDS = env_int("TUNIX_KILL_GRACE_SECONDS", 5, minimum=0)
+TUNIX_DATASET_MAX_BYTES = env_int("TUNIX_DATASET_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
+TUNIX_DATASET_MAX_RECORD_BYTES = env_int("TUNIX_DATASET_MAX_RECORD_BYTES", 1024 * 1024, minimum=64)
+if TUNIX_RUN_TIMEOUT_SECONDS > TUNIX_RUN_TIMEOUT_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        "TUNIX_RUN_TIMEOUT_SECONDS must not exceed TUNIX_RUN_TIMEOUT_MAX_SECONDS"
+    )
+
+# Logs: one line per event; JSON when TUNIX_LOG_JSON=1 (for log shippers).
+TUNIX_LOG_JSON = env_bool("TUNIX_LOG_JSON", False)
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "django_q",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "tunix_rt.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "tunix_rt.wsgi.application"
+
+# Database: SQLite file by default (embedded, one machine); PostgreSQL via DATABASE_URL.
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tunix_rt.sqlite3'}")
+_db: dict[str, Any] = dict(dj_database_url.parse(DATABASE_URL))
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so two
+    # writers queue on the busy timeout instead of failing with "database is locked".
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    _db["CONN_MAX_AGE"] = 0
+    if _db["NAME"] != ":memory:":
+        Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    # Persistent connections with health checks; never Django's "pool" option, which forked
+    # django-q2 workers would share.
+    _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("OPTIONS", {})
+    _db["OPTIONS"].setdefault("connect_timeout", 5)
+    _db["OPTIONS"].pop("pool", None)
+else:
+    raise ImproperlyConfigured(f"Unsupported database engine in DATABASE_URL: {_db['ENGINE']}")
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Uploads larger than this spool to disk instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header turns anonymous requests into 401, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "runs.api.problems.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tunix RT API",
+    "DESCRIPTION": "Queue, execute and monitor Tunix training runs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# django-q2: the ORM broker keeps its queue in the default database, so a run and its task
+# are written in one transaction.
+Q_CLUSTER: dict[str, Any] = {
+    "name": env_str("TUNIX_Q_NAME", "tunix_rt"),
+    "orm": "default",
+    "workers": env_int("TUNIX_Q_WORKERS", 2, minimum=1),
+    "queue_limit": 1,
+    "bulk": 1,
+    "poll": 0.2,
+    "timeout": TUNIX_RUN_TIMEOUT_MAX_SECONDS + 120,
+    "retry": 2 * (TUNIX_RUN_TIMEOUT_MAX_SECONDS + 120) + 600,
+    "max_attempts": 3,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "daemonize_workers": False,
+    "catch_up": False,
+}
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"()": "runs.logs.KeyValueFormatter"},
+        "json": {"()": "runs.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if TUNIX_LOG_JSON else "plain",
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "tunix_rt": {"level": LOG_LEVEL, "propagate": True},
+    },
+}
