@@ -36,7 +36,8 @@ class DatasetAddForm(forms.ModelForm[Dataset]):
                     key=key, source=upload.chunks(), user=self.request_user
                 )
             except services.ServiceError as exc:
-                raise ValidationError({exc.field or "upload": exc.message}) from None
+                field = "key" if exc.field == "key" else "upload"
+                raise ValidationError({field: exc.message}) from None
         return data
 
     request_user: Any = None

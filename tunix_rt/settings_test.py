@@ -13,7 +13,7 @@ os.environ.setdefault(
 )
 
 from tunix_rt.settings import *  # noqa: F403
-from tunix_rt.settings import DATABASES
+from tunix_rt.settings import DATABASES, VAR_DIR
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -22,3 +22,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(os.environ["TUNIX_VAR_DIR"], "test.sqlite3")
     }
+
+# Static files are served by the test server from the finders; an empty root keeps whitenoise quiet.
+STATIC_ROOT = VAR_DIR / "static-root"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,37 @@
+"""First-run helpers."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+def test_ensure_admin_creates_one_admin_and_prints_the_password_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TUNIX_ADMIN_PASSWORD", raising=False)
+    out = io.StringIO()
+    call_command("ensure_admin", stdout=out)
+    password = out.getvalue().split("password: ")[1].split()[0]
+    assert authenticate(username="admin", password=password) is not None
+    out = io.StringIO()
+    call_command("ensure_admin", stdout=out)
+    assert "exists already" in out.getvalue()
+    assert password not in out.getvalue()
+    assert User.objects.filter(is_superuser=True).count() == 1
+
+
+def test_ensure_admin_takes_the_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TUNIX_ADMIN_PASSWORD", "from-env-secret-1")
+    out = io.StringIO()
+    call_command("ensure_admin", "--username", "ops", stdout=out)
+    assert "from-env-secret-1" not in out.getvalue()
+    assert authenticate(username="ops", password="from-env-secret-1") is not None
