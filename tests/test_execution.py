@@ -41,8 +41,10 @@ def test_dry_run_validates_and_writes_the_training_config(demo_dataset: Any) -> 
     assert Path(written["dataset"]["path"]).is_absolute()
     assert Path(written["dataset"]["path"]).read_bytes()  # points at the real file
     assert Path(written["output"]["checkpoints"]).is_absolute()
-    assert run.started_at is not None and run.completed_at is not None
-    assert run.duration_seconds is not None and run.duration_seconds >= 0
+    assert run.started_at is not None
+    assert run.completed_at is not None
+    assert run.duration_seconds is not None
+    assert run.duration_seconds >= 0
 
 
 def test_dry_run_fails_when_the_file_changed_after_import(demo_dataset: Any) -> None:
