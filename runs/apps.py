@@ -5,3 +5,12 @@ class RunsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "runs"
     verbose_name = "Tunix runs"
+
+    def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from runs import checks, worker
+
+        checks.register()
+        # Every qcluster worker process runs a reaper thread (see runs.worker).
+        post_spawn.connect(worker.start_reaper, dispatch_uid="tunix-rt-reaper")

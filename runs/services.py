@@ -14,8 +14,10 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -23,7 +25,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -154,17 +156,25 @@ def request_fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def run_create(
+class IdempotencyMismatch(ServiceError):
+    """The idempotency key was used before with a different request."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    run: TunixRun
+    replayed: bool  # True: the key matched an earlier identical request; nothing new was made
+
+
+def _validated_fields(
     *,
-    user: UserLike,
     dataset_key: str,
     model_id: str,
     mode: str,
     config: dict[str, Any],
-    timeout_seconds: int | None = None,
-    client_request_id: str | None = None,
-) -> TunixRun:
-    """Register a pending run after checking everything that can be checked now."""
+    timeout_seconds: int | None,
+) -> dict[str, Any]:
+    """Everything checkable at submit time; raises ServiceError naming the field."""
     dataset = Dataset.objects.filter(key=dataset_key).first()
     if dataset is None:
         raise ServiceError(f"unknown dataset {dataset_key!r}", field="dataset_key")
@@ -190,22 +200,123 @@ def run_create(
             "timeout_seconds": timeout_seconds,
         }
     )
-    with timed_write("run_create"):
-        run = TunixRun.objects.create(
-            dataset=dataset,
-            model_id=model_id,
-            mode=mode,
-            config=clean,
-            timeout_seconds=timeout_seconds,
-            client_request_id=client_request_id,
-            request_fingerprint=fingerprint,
-            created_by=_real_user(user),
+    return {
+        "dataset": dataset,
+        "model_id": model_id,
+        "mode": mode,
+        "config": clean,
+        "timeout_seconds": timeout_seconds,
+        "request_fingerprint": fingerprint,
+    }
+
+
+def _replay(user: User | None, key: str, fingerprint: str) -> TunixRun | None:
+    """The run an earlier request with this key made, if any; refuses a changed request."""
+    if user is None:
+        return None
+    earlier = (
+        TunixRun.objects.select_related("dataset")
+        .filter(created_by=user, client_request_id=key)
+        .first()
+    )
+    if earlier is not None and earlier.request_fingerprint != fingerprint:
+        raise IdempotencyMismatch(
+            f"idempotency key {key!r} was already used with a different request",
+            field="client_request_id",
         )
+    return earlier
+
+
+def task_timeout_seconds(run: TunixRun) -> int:
+    """django-q2's limit for this run's task: above the run's own timeout and kill grace."""
+    run_timeout = run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS
+    return int(run_timeout + settings.TUNIX_KILL_GRACE_SECONDS + 60)
+
+
+TASK_FUNC = "runs.tasks.execute_run"
+
+
+def _enqueue_task(run: TunixRun) -> str:
+    """Write the queue task. Callers hold a transaction so the task commits with the run."""
+    from django_q.tasks import async_task
+
+    task_id: str = async_task(
+        TASK_FUNC,
+        str(run.id),
+        task_name=f"run-{run.id}",
+        timeout=task_timeout_seconds(run),
+        ack_failure=True,
+    )
+    return task_id
+
+
+def run_submit(
+    *,
+    user: UserLike,
+    dataset_key: str,
+    model_id: str,
+    mode: str,
+    config: dict[str, Any],
+    enqueue: bool,
+    timeout_seconds: int | None = None,
+    client_request_id: str | None = None,
+) -> Submission:
+    """Register a pending run (and, with ``enqueue``, its queue task in the same transaction).
+
+    With a client_request_id the same request from the same user returns the first run; two
+    concurrent ones are settled by the unique constraint, not by a read-then-write.
+    """
+    owner = _real_user(user)
+    fields = _validated_fields(
+        dataset_key=dataset_key,
+        model_id=model_id,
+        mode=mode,
+        config=config,
+        timeout_seconds=timeout_seconds,
+    )
+    fingerprint = fields["request_fingerprint"]
+    if client_request_id and (earlier := _replay(owner, client_request_id, fingerprint)):
+        return Submission(run=earlier, replayed=True)
+    try:
+        with timed_write("run_enqueue" if enqueue else "run_create"):
+            run = TunixRun.objects.create(
+                **fields, client_request_id=client_request_id, created_by=owner
+            )
+            if enqueue:
+                _enqueue_task(run)
+    except IntegrityError:
+        # A concurrent request with the same key won the unique constraint.
+        if client_request_id and (earlier := _replay(owner, client_request_id, fingerprint)):
+            return Submission(run=earlier, replayed=True)
+        raise
     log.info(
         "run_transition",
         extra={"fields": {"run_id": run.id, "from": "", "to": RunStatus.PENDING, "attempt": 0}},
     )
-    return run
+    return Submission(run=run, replayed=False)
+
+
+def run_create(
+    *,
+    user: UserLike,
+    dataset_key: str,
+    model_id: str,
+    mode: str,
+    config: dict[str, Any],
+    timeout_seconds: int | None = None,
+    client_request_id: str | None = None,
+) -> TunixRun:
+    """Register a pending run without queueing it (the sync path executes it in-process)."""
+    return run_submit(
+        user=user,
+        dataset_key=dataset_key,
+        model_id=model_id,
+        mode=mode,
+        config=config,
+        enqueue=False,
+        timeout_seconds=timeout_seconds,
+        client_request_id=client_request_id,
+    ).run
 
 
 # --------------------------------------------------------------------------- status machine
@@ -343,12 +454,25 @@ def _execute_dry_run(run: TunixRun) -> RunOutcome:
     )
 
 
-def _execute_local(run: TunixRun) -> RunOutcome:
+class _Requeue(Exception):
+    """The worker is shutting down: hand the run back to the queue instead of finishing it."""
+
+
+def trainer_argv(config_path: Path) -> list[str]:
+    """Local mode's command: the configured trainer, or the project's Tunix trainer."""
+    prefix = settings.TUNIX_TRAINER_COMMAND or [sys.executable, "-m", "runs.trainer"]
+    return [*prefix, str(config_path)]
+
+
+def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> RunOutcome:
     # Everything dry-run checks must hold before a real training starts.
     checked = _execute_dry_run(run)
     if checked.status != RunStatus.COMPLETED:
         return checked
-    if not tunix_runtime_available() or importlib.util.find_spec("runs.trainer") is None:
+    uses_builtin_trainer = not settings.TUNIX_TRAINER_COMMAND
+    if uses_builtin_trainer and (
+        not tunix_runtime_available() or importlib.util.find_spec("runs.trainer") is None
+    ):
         message = (
             "local mode needs the Tunix runtime on the worker host, and it is not installed "
             "here (install it with: pip install -r requirements-tunix.txt)"
@@ -361,16 +485,35 @@ def _execute_local(run: TunixRun) -> RunOutcome:
             message=message,
         )
     output_dir = _artifact_dir(run)
-    argv = [sys.executable, "-m", "runs.trainer", str(output_dir / CONFIG_FILE_NAME)]
+    requeue = False
+
+    def tick() -> bool:
+        """Heartbeat; True stops the child (the run was cancelled, reaped, or we drain)."""
+        nonlocal requeue
+        if not run_heartbeat(run_id=run.id, attempt=run.attempt):
+            return True
+        since = drain_since()
+        if since is not None and time.monotonic() - since >= settings.TUNIX_SHUTDOWN_GRACE_SECONDS:
+            requeue = True
+            return True
+        return False
+
     result = executor.execute(
-        argv,
+        trainer_argv(output_dir / CONFIG_FILE_NAME),
         timeout_seconds=run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS,
         max_output_bytes=settings.TUNIX_OUTPUT_MAX_BYTES,
         cwd=output_dir,
         kill_grace_seconds=settings.TUNIX_KILL_GRACE_SECONDS,
-        on_tick=lambda: not run_heartbeat(run_id=run.id, attempt=run.attempt),
+        tick_seconds=settings.TUNIX_HEARTBEAT_SECONDS,
+        on_tick=tick,
     )
+    if requeue:
+        raise _Requeue()
     return outcome_from_result(result, timeout_seconds=run.timeout_seconds)
+
+
+def _never_draining() -> float | None:
+    return None
 
 
 def outcome_from_result(
@@ -409,10 +552,23 @@ def outcome_from_result(
     )
 
 
-def run_execute(*, run: TunixRun) -> TunixRun:
-    """Execute a run this process has claimed and record the outcome, whatever happens."""
+def run_execute(
+    *, run: TunixRun, drain_since: Callable[[], float | None] = _never_draining
+) -> TunixRun:
+    """Execute a run this process has claimed and record the outcome, whatever happens.
+
+    ``drain_since`` tells when this worker began shutting down (monotonic seconds), if it has:
+    a training still running TUNIX_SHUTDOWN_GRACE_SECONDS later is stopped and re-queued.
+    """
     try:
-        outcome = _execute_dry_run(run) if run.mode == RunMode.DRY_RUN else _execute_local(run)
+        if run.mode == RunMode.DRY_RUN:
+            outcome = _execute_dry_run(run)
+        else:
+            outcome = _execute_local(run, drain_since)
+    except _Requeue:
+        run_requeue(run_id=run.id, attempt=run.attempt, reason="worker shutting down")
+        run.refresh_from_db()
+        return run
     except Exception as exc:  # recorded on the run, never raised into the caller's loop
         log.exception("run_execute_error", extra={"fields": {"run_id": run.id}})
         outcome = RunOutcome(
@@ -426,6 +582,160 @@ def run_execute(*, run: TunixRun) -> TunixRun:
     return run
 
 
+def run_worker_execute(
+    *, run_id: UUID, drain_since: Callable[[], float | None] = _never_draining
+) -> str:
+    """A queue task's whole job: claim the run, execute it, record it. Returns what happened.
+
+    Delivery is at least once; the claim makes the effect exactly once. A worker that is
+    already shutting down leaves the run to another worker.
+    """
+    if drain_since() is not None:
+        run = TunixRun.objects.filter(id=run_id, status=RunStatus.PENDING).first()
+        if run is not None:
+            with transaction.atomic():
+                _enqueue_task(run)
+        return "deferred"
+    claimed = run_claim(run_id=run_id, worker_id=worker_identity())
+    if claimed is None:
+        return "skipped"
+    return str(run_execute(run=claimed, drain_since=drain_since).status)
+
+
+def run_requeue(*, run_id: UUID, attempt: int, reason: str) -> bool:
+    """running -> pending for the attempt that holds the run, with a fresh queue task."""
+    with transaction.atomic():
+        moved = _transition(
+            run_id=run_id,
+            source=RunStatus.RUNNING,
+            target=RunStatus.PENDING,
+            op="run_requeue",
+            expected_attempt=attempt,
+            started_at=None,
+            heartbeat_at=None,
+            worker_id="",
+            error_message=f"attempt {attempt} re-queued: {reason}",
+        )
+        if moved:
+            _enqueue_task(TunixRun.objects.get(id=run_id))
+    return moved
+
+
+def run_cancel(*, run_id: UUID | str) -> TunixRun:
+    """Cancel a pending run (it never starts) or a running one (its worker stops the process
+    group at its next heartbeat). A finished run cannot be cancelled."""
+    from runs import selectors
+
+    for _ in range(3):  # the run may move between our read and our write; look again
+        run = selectors.run_get(run_id=run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        if run.is_terminal:
+            raise Conflict(f"run is already {run.status}")
+        moved = _transition(
+            run_id=run.id,
+            source=run.status,
+            target=RunStatus.CANCELLED,
+            op="run_cancel",
+            expected_attempt=run.attempt,
+            completed_at=timezone.now(),
+            heartbeat_at=None,
+            error_message="cancelled by request",
+        )
+        if moved:
+            run.refresh_from_db()
+            return run
+    raise Conflict("run changed state while cancelling; try again")
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: list[UUID]
+    failed: list[UUID]
+    reenqueued: list[UUID]
+
+
+def _queued_run_ids() -> set[str]:
+    """Run ids that have a task in the queue (delivered or not, until acknowledged)."""
+    from django.core.signing import BadSignature
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    ids: set[str] = set()
+    for payload in OrmQ.objects.values_list("payload", flat=True).iterator():
+        try:
+            task = SignedPackage.loads(payload)
+        except (BadSignature, Exception):  # another app's task or a corrupt row: not ours
+            log.debug("queue_payload_unreadable")
+            continue
+        if isinstance(task, dict) and task.get("func") == TASK_FUNC and task.get("args"):
+            ids.add(str(task["args"][0]))
+    return ids
+
+
+def run_reap(*, batch: int = 200) -> ReapReport:
+    """Recover runs a worker lost, and pending runs whose queue task vanished.
+
+    Idempotent and safe to run in many processes at once: every change is a guarded UPDATE.
+    """
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
+    requeued: list[UUID] = []
+    failed: list[UUID] = []
+    stale = TunixRun.objects.filter(
+        status=RunStatus.RUNNING, heartbeat_at__lt=stale_before
+    ).values_list("id", "attempt")[:batch]
+    for run_id, attempt in stale:
+        if attempt >= settings.TUNIX_RUN_MAX_ATTEMPTS:
+            if _transition(
+                run_id=run_id,
+                source=RunStatus.RUNNING,
+                target=RunStatus.FAILED,
+                op="run_reap",
+                expected_attempt=attempt,
+                completed_at=timezone.now(),
+                error_reason=FailureReason.WORKER_LOST,
+                error_message=(
+                    f"worker stopped heart-beating during attempt {attempt} of "
+                    f"{settings.TUNIX_RUN_MAX_ATTEMPTS}; no attempts left"
+                ),
+            ):
+                failed.append(run_id)
+        elif run_requeue(run_id=run_id, attempt=attempt, reason="worker lost"):
+            requeued.append(run_id)
+
+    reenqueued: list[UUID] = []
+    orphan_before = now - timedelta(seconds=settings.TUNIX_ORPHAN_AFTER_SECONDS)
+    waiting = list(
+        TunixRun.objects.filter(status=RunStatus.PENDING, queued_at__lt=orphan_before)
+        .order_by("queued_at")
+        .values_list("id", flat=True)[:batch]
+    )
+    if waiting:
+        queued = _queued_run_ids()
+        for run_id in waiting:
+            if str(run_id) in queued:
+                continue
+            with transaction.atomic():
+                # Lock-free re-check: a run that left pending meanwhile needs no task.
+                run = TunixRun.objects.filter(id=run_id, status=RunStatus.PENDING).first()
+                if run is not None:
+                    _enqueue_task(run)
+                    reenqueued.append(run_id)
+    if requeued or failed or reenqueued:
+        log.warning(
+            "run_reap",
+            extra={
+                "fields": {
+                    "requeued": len(requeued),
+                    "failed": len(failed),
+                    "reenqueued": len(reenqueued),
+                }
+            },
+        )
+    return ReapReport(requeued=requeued, failed=failed, reenqueued=reenqueued)
+
+
 def run_sync(
     *,
     user: UserLike,
@@ -435,18 +745,22 @@ def run_sync(
     config: dict[str, Any],
     timeout_seconds: int | None = None,
     client_request_id: str | None = None,
-) -> TunixRun:
+) -> Submission:
     """Create a run and execute it in this process (the API's default, synchronous mode)."""
-    run = run_create(
+    submission = run_submit(
         user=user,
         dataset_key=dataset_key,
         model_id=model_id,
         mode=mode,
         config=config,
+        enqueue=False,
         timeout_seconds=timeout_seconds,
         client_request_id=client_request_id,
     )
-    claimed = run_claim(run_id=run.id, worker_id=worker_identity("web"))
-    if claimed is None:  # cannot happen for a row this request just created; be explicit
-        raise Conflict("run was claimed by another process")
-    return run_execute(run=claimed)
+    if submission.replayed:
+        return submission
+    claimed = run_claim(run_id=submission.run.id, worker_id=worker_identity("web"))
+    if claimed is None:  # cancelled between create and claim
+        submission.run.refresh_from_db()
+        return submission
+    return Submission(run=run_execute(run=claimed), replayed=False)

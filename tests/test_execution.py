@@ -24,7 +24,7 @@ def _sync(mode: str = RunMode.DRY_RUN, **config: Any) -> TunixRun:
         model_id="google/gemma-3-270m",
         mode=mode,
         config=config,
-    )
+    ).run
 
 
 def test_dry_run_validates_and_writes_the_training_config(demo_dataset: Any) -> None:

@@ -5,7 +5,9 @@ See the configuration table in README.md for what each variable does.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,30 @@ TUNIX_RUN_TIMEOUT_MAX_SECONDS = env_int("TUNIX_RUN_TIMEOUT_MAX_SECONDS", 6 * 360
 TUNIX_KILL_GRACE_SECONDS = env_int("TUNIX_KILL_GRACE_SECONDS", 5, minimum=0)
 TUNIX_DATASET_MAX_BYTES = env_int("TUNIX_DATASET_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 TUNIX_DATASET_MAX_RECORD_BYTES = env_int("TUNIX_DATASET_MAX_RECORD_BYTES", 1024 * 1024, minimum=64)
+# Local mode's training command (argv prefix; the run's config path is appended). The default
+# is the project's Tunix trainer; a JSON list or a plain space-separated command is accepted.
+_trainer_raw = env_str("TUNIX_TRAINER_COMMAND", "")
+TUNIX_TRAINER_COMMAND: list[str] | None = (
+    (json.loads(_trainer_raw) if _trainer_raw.lstrip().startswith("[") else shlex.split(_trainer_raw))
+    if _trainer_raw
+    else None
+)
+
+# Worker liveness and recovery. A running run heartbeats every TUNIX_HEARTBEAT_SECONDS; the
+# reaper (a thread in every qcluster worker, every TUNIX_REAPER_INTERVAL_SECONDS) re-queues a
+# run whose heartbeat is older than TUNIX_STALE_AFTER_SECONDS, or fails it with worker_lost once
+# it has used TUNIX_RUN_MAX_ATTEMPTS attempts. Pending runs that lost their queue task for
+# longer than TUNIX_ORPHAN_AFTER_SECONDS are enqueued again.
+TUNIX_HEARTBEAT_SECONDS = env_int("TUNIX_HEARTBEAT_SECONDS", 5, minimum=1)
+TUNIX_STALE_AFTER_SECONDS = env_int("TUNIX_STALE_AFTER_SECONDS", 30, minimum=2)
+TUNIX_REAPER_INTERVAL_SECONDS = env_int("TUNIX_REAPER_INTERVAL_SECONDS", 10, minimum=1)
+TUNIX_ORPHAN_AFTER_SECONDS = env_int("TUNIX_ORPHAN_AFTER_SECONDS", 60, minimum=1)
+TUNIX_RUN_MAX_ATTEMPTS = env_int("TUNIX_RUN_MAX_ATTEMPTS", 3, minimum=1)
+# On SIGTERM a cluster lets a running run go on this long, then stops it and re-queues it.
+TUNIX_SHUTDOWN_GRACE_SECONDS = env_int("TUNIX_SHUTDOWN_GRACE_SECONDS", 30, minimum=0)
+if TUNIX_STALE_AFTER_SECONDS <= TUNIX_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("TUNIX_STALE_AFTER_SECONDS must exceed TUNIX_HEARTBEAT_SECONDS")
+
 if TUNIX_RUN_TIMEOUT_SECONDS > TUNIX_RUN_TIMEOUT_MAX_SECONDS:
     raise ImproperlyConfigured(
         "TUNIX_RUN_TIMEOUT_SECONDS must not exceed TUNIX_RUN_TIMEOUT_MAX_SECONDS"
@@ -106,8 +132,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
-    "django_q",
+    # Before django_q: runs' own qcluster command (drain on SIGTERM) takes precedence.
     "runs",
+    "django_q",
 ]
 
 MIDDLEWARE = [
@@ -228,15 +255,21 @@ SPECTACULAR_SETTINGS = {
 
 # django-q2: the ORM broker keeps its queue in the default database, so a run and its task
 # are written in one transaction.
+# The queue task's own limit sits above the run's: the executor kills the training at the run
+# timeout, django-q2 only steps in if the worker itself hangs. retry (redelivery of a task that
+# was never acknowledged) waits for the longest a task can take, queue wait included; the
+# reaper recovers lost runs long before that. runs.checks refuses a configuration where these
+# do not hold.
+_task_timeout = TUNIX_RUN_TIMEOUT_MAX_SECONDS + TUNIX_KILL_GRACE_SECONDS + 60
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("TUNIX_Q_NAME", "tunix_rt"),
     "orm": "default",
     "workers": env_int("TUNIX_Q_WORKERS", 2, minimum=1),
     "queue_limit": 1,
     "bulk": 1,
-    "poll": 0.2,
-    "timeout": TUNIX_RUN_TIMEOUT_MAX_SECONDS + 120,
-    "retry": 2 * (TUNIX_RUN_TIMEOUT_MAX_SECONDS + 120) + 600,
+    "poll": float(env_str("TUNIX_Q_POLL", "0.2")),
+    "timeout": _task_timeout,
+    "retry": 3 * _task_timeout + 60,
     "max_attempts": 3,
     "ack_failures": True,
     "save_limit": 1000,

@@ -91,7 +91,7 @@ class RunSubmitView(APIView):
             raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync"]})
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.run_sync(user=request.user, **serializer.service_kwargs())
+        run = services.run_sync(user=request.user, **serializer.service_kwargs()).run
         return Response(
             RunDetailSerializer(run).data,
             status=status.HTTP_201_CREATED,

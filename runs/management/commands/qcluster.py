@@ -1,0 +1,42 @@
+"""django-q2's qcluster with a graceful drain.
+
+On SIGTERM or SIGINT to this (master) process, workers stop taking new runs, and a training still
+running TUNIX_SHUTDOWN_GRACE_SECONDS later is stopped and re-queued, so no run is left
+"running". Signal only this process (systemd KillMode=mixed); see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django_q.cluster import Cluster
+from django_q.management.commands import qcluster
+
+from runs import worker  # imported before the cluster forks: workers share its drain flag
+
+
+class Command(qcluster.Command):  # type: ignore[misc]  # django-q2 ships no types
+    help = "Start a django-q2 cluster whose workers drain running Tunix runs on SIGTERM."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.SECRET_KEY:  # django-q2 signs tasks with it
+            raise RuntimeError("SECRET_KEY must be set to run a cluster")
+        if options.get("cluster_name"):
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        cluster = Cluster()
+        # Cluster() installed django-q2's stop handlers; drain the workers before stopping.
+        stop = cluster.sig_handler
+
+        def drain_then_stop(signum: int, frame: FrameType | None) -> None:
+            worker.begin_drain()
+            stop(signum, frame)
+
+        signal.signal(signal.SIGTERM, drain_then_stop)
+        signal.signal(signal.SIGINT, drain_then_stop)
+        cluster.start()
+        if options.get("run_once", False):
+            cluster.stop()

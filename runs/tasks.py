@@ -1,0 +1,12 @@
+"""django-q2 entry points: adapters from a queue message to a service call."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from runs import services, worker
+
+
+def execute_run(run_id: str) -> str:
+    """Queue task for one run; safe to deliver more than once (the claim decides)."""
+    return services.run_worker_execute(run_id=UUID(run_id), drain_since=worker.drain_since)

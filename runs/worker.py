@@ -1,0 +1,66 @@
+"""What a qcluster process adds to django-q2: a shutdown drain flag and the reaper thread.
+
+The drain flag is a multiprocessing Event created in the qcluster master before the cluster
+forks, so every worker inherits it; runs' qcluster command sets it on SIGTERM. The reaper runs
+as a daemon thread in every worker process (django-q2's post_spawn signal), so recovery needs no
+extra process and works on every host that runs a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+log = logging.getLogger("tunix_rt.worker")
+
+_drain_event = multiprocessing.get_context("fork").Event()
+_drain_seen: float | None = None
+
+
+def begin_drain() -> None:
+    """Tell every worker of this cluster that shutdown has begun."""
+    _drain_event.set()
+
+
+def drain_since() -> float | None:
+    """Monotonic time this process first saw the drain flag, or None while not draining."""
+    global _drain_seen
+    if _drain_seen is None and _drain_event.is_set():
+        _drain_seen = time.monotonic()
+    return _drain_seen
+
+
+def reap_once() -> None:
+    from runs import services
+
+    close_old_connections()
+    try:
+        services.run_reap()
+    except Exception:  # a database blip must not kill the thread; the next tick retries
+        log.exception("reaper_error")
+    finally:
+        close_old_connections()
+
+
+def _reaper_loop() -> None:
+    interval = settings.TUNIX_REAPER_INTERVAL_SECONDS
+    # Spread the workers' ticks so they do not all query at once.
+    time.sleep(random.uniform(0, interval))  # noqa: S311 - jitter, not security
+    while not _drain_event.is_set():
+        reap_once()
+        time.sleep(interval * random.uniform(0.8, 1.2))  # noqa: S311
+    connection.close()
+
+
+def start_reaper(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:
+    """post_spawn receiver: one reaper thread per worker process."""
+    thread = threading.Thread(target=_reaper_loop, name="tunix-reaper", daemon=True)
+    thread.start()
+    log.info("reaper_started", extra={"fields": {"process": proc_name}})
