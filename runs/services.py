@@ -26,7 +26,6 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from runs import executor, training_config
@@ -329,6 +328,7 @@ def _transition(
     target: str,
     op: str,
     expected_attempt: int | None = None,
+    log_attempt: int | None = None,
     **fields: Any,
 ) -> bool:
     """The one guarded UPDATE through which every status change goes. True if it applied."""
@@ -347,7 +347,7 @@ def _transition(
                     "run_id": run_id,
                     "from": source,
                     "to": target,
-                    "attempt": expected_attempt,
+                    "attempt": log_attempt if log_attempt is not None else expected_attempt,
                 }
             },
         )
@@ -356,20 +356,27 @@ def _transition(
 
 def run_claim(*, run_id: UUID, worker_id: str) -> TunixRun | None:
     """pending -> running for exactly one claimant; None if someone else won or it is gone."""
+    run = TunixRun.objects.select_related("dataset").filter(id=run_id).first()
+    if run is None or run.status != RunStatus.PENDING:
+        return None
     now = timezone.now()
     claimed = _transition(
         run_id=run_id,
         source=RunStatus.PENDING,
         target=RunStatus.RUNNING,
         op="run_claim",
-        attempt=F("attempt") + 1,
+        expected_attempt=run.attempt,
+        log_attempt=run.attempt + 1,
+        attempt=run.attempt + 1,
         started_at=now,
         heartbeat_at=now,
         worker_id=worker_id[:128],
     )
     if not claimed:
         return None
-    return TunixRun.objects.select_related("dataset").get(id=run_id)
+    run.status, run.attempt, run.started_at = RunStatus.RUNNING, run.attempt + 1, now
+    run.heartbeat_at, run.worker_id = now, worker_id[:128]
+    return run
 
 
 def run_heartbeat(*, run_id: UUID, attempt: int) -> bool:

@@ -1,0 +1,68 @@
+"""A stand-in for the Tunix trainer, driven by the run's model id (fake/<behaviour>).
+
+It reads the run config the worker wrote, records each execution in $FAKE_TRAINER_LOG (one
+line per start: run id and pid) so tests can count executions, and then:
+  fake/ok            prints a few lines and exits 0
+  fake/exit-3        exits 3
+  fake/sleep-N       sleeps N seconds, then exits 0
+  fake/slow-once     sleeps 60 s the first time it runs for a run, exits 0 at once later
+  fake/spawn-sleep   starts two `sleep 120` grandchildren (pids to $FAKE_TRAINER_LOG), sleeps
+  fake/ignore-term   ignores SIGTERM and sleeps
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def record(line: str) -> None:
+    log = os.environ.get("FAKE_TRAINER_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def main() -> int:
+    config = json.loads(Path(sys.argv[1]).read_text())
+    run_id = config["run_id"]
+    behaviour = config["model"]["id"].removeprefix("fake/")
+    record(f"start {run_id} {os.getpid()}")
+    print(f"fake trainer: {behaviour} for {run_id}", flush=True)
+    if behaviour == "ok":
+        for step in range(1, 4):
+            print(f"step {step}/3 loss {1.0 / step:.3f}", flush=True)
+        return 0
+    if behaviour == "exit-3":
+        print("something went wrong", file=sys.stderr, flush=True)
+        return 3
+    if behaviour.startswith("sleep-"):
+        time.sleep(float(behaviour.removeprefix("sleep-")))
+        return 0
+    if behaviour == "slow-once":
+        marker = Path(config["output"]["dir"]) / "slow-once.marker"
+        if not marker.exists():
+            marker.write_text("first attempt")
+            time.sleep(60)
+        return 0
+    if behaviour == "spawn-sleep":
+        for _ in range(2):
+            child = subprocess.Popen(["sleep", "120"])
+            record(f"child {run_id} {child.pid}")
+        time.sleep(120)
+        return 0
+    if behaviour == "ignore-term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+        return 0
+    print(f"unknown behaviour {behaviour}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
