@@ -28,6 +28,7 @@ def database_url() -> str:
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
+    host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
     return f"postgres://{user}{password}@{host}/{db['NAME']}"
 
 
@@ -100,10 +101,9 @@ class QCluster:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill_group()
-        try:  # leftovers of a group (a sentinel orphaned by a test) must not outlive the test
+        # Leftovers of the group (an orphaned sentinel) must not outlive the test.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._log.close()
 
 
