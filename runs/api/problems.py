@@ -11,7 +11,13 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from runs.services import Conflict, IllegalTransition, NotFound, ServiceError
+from runs.services import (
+    Conflict,
+    IdempotencyMismatch,
+    IllegalTransition,
+    NotFound,
+    ServiceError,
+)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -35,6 +41,10 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
 def service_error_to_api(exc: ServiceError) -> exceptions.APIException:
     if isinstance(exc, NotFound):
         return exceptions.NotFound(exc.message)
+    if isinstance(exc, IdempotencyMismatch):
+        error = exceptions.APIException(exc.message)
+        error.status_code = 422
+        return error
     if isinstance(exc, Conflict | IllegalTransition):
         error = exceptions.APIException(exc.message)
         error.status_code = 409

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.validators import RegexValidator
+from django.urls import reverse
 from rest_framework import serializers
 
 from runs import training_config
@@ -146,6 +147,21 @@ class RunListItemSerializer(serializers.ModelSerializer[TunixRun]):
             "error_reason",
         ]
         read_only_fields = fields
+
+
+class RunAcceptedSerializer(RunListItemSerializer):
+    """The 202 answer to an async submit: enough to start polling."""
+
+    status_url = serializers.SerializerMethodField()
+
+    class Meta(RunListItemSerializer.Meta):
+        fields = [*RunListItemSerializer.Meta.fields, "status_url"]
+        read_only_fields = fields
+
+    def get_status_url(self, run: TunixRun) -> str:
+        path = reverse("api:run-status", kwargs={"run_id": run.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
 
 
 class RunPaginationSerializer(serializers.Serializer[Any]):

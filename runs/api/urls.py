@@ -11,6 +11,7 @@ urlpatterns = [
     path("tunix/runs", views.RunListView.as_view(), name="run-list"),
     path("tunix/runs/<str:run_id>", views.RunDetailView.as_view(), name="run-detail"),
     path("tunix/runs/<str:run_id>/status", views.RunStatusView.as_view(), name="run-status"),
+    path("tunix/runs/<str:run_id>/cancel", views.RunCancelView.as_view(), name="run-cancel"),
     path("tunix/datasets", views.DatasetListView.as_view(), name="dataset-list"),
     path("tunix/datasets/<str:key>", views.DatasetDetailView.as_view(), name="dataset-detail"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +18,12 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import permissions, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import (
+    APIException,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +33,7 @@ from runs import selectors, services
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
+    RunAcceptedSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
     RunListItemSerializer,
@@ -68,6 +76,16 @@ def _run_url(request: Request, run_id: object) -> str:
     return request.build_absolute_uri(reverse("api:run-detail", kwargs={"run_id": run_id}))
 
 
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Retry-safe key: the same key and body return the first run (or 422 if the "
+    "body differs). Same as client_request_id in the body.",
+)
+
+
 class RunSubmitView(APIView):
     permission_classes = [permissions.IsAuthenticated, CanCreateRuns]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
@@ -79,24 +97,49 @@ class RunSubmitView(APIView):
             OpenApiParameter(
                 "mode",
                 str,
-                enum=["sync"],
-                description="sync (default): execute before answering",
-            )
+                enum=["sync", "async"],
+                description="sync (default): execute before answering; async: enqueue for a "
+                "worker and answer 202 at once",
+            ),
+            IDEMPOTENCY_HEADER,
         ],
-        responses={201: RunDetailSerializer, 400: PROBLEM, 401: PROBLEM, 403: PROBLEM},
+        responses={
+            201: RunDetailSerializer,
+            202: RunAcceptedSerializer,
+            400: PROBLEM,
+            401: PROBLEM,
+            403: PROBLEM,
+            422: PROBLEM,
+        },
     )
     def post(self, request: Request) -> Response:
         mode = request.query_params.get("mode", "sync")
-        if mode != "sync":
-            raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync"]})
+        if mode not in {"sync", "async"}:
+            raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync or async"]})
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.run_sync(user=request.user, **serializer.service_kwargs()).run
-        return Response(
-            RunDetailSerializer(run).data,
-            status=status.HTTP_201_CREATED,
-            headers={"Location": _run_url(request, run.id)},
-        )
+        kwargs = serializer.service_kwargs()
+        header_key = request.headers.get("Idempotency-Key")
+        if header_key is not None:
+            if not 1 <= len(header_key) <= 128:
+                raise ValidationError({"Idempotency-Key": ["must be 1 to 128 characters"]})
+            if kwargs["client_request_id"] not in (None, header_key):
+                raise ValidationError(
+                    {"client_request_id": ["differs from the Idempotency-Key header"]}
+                )
+            kwargs["client_request_id"] = header_key
+        if mode == "async":
+            submission = services.run_submit(user=request.user, enqueue=True, **kwargs)
+            body = RunAcceptedSerializer(submission.run, context={"request": request}).data
+            code: int = status.HTTP_202_ACCEPTED
+        else:
+            submission = services.run_sync(user=request.user, **kwargs)
+            body = RunDetailSerializer(submission.run).data
+            code = status.HTTP_201_CREATED
+        headers = {"Location": _run_url(request, submission.run.id)}
+        if submission.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body, status=code, headers=headers)
 
 
 class RunListView(APIView):
@@ -160,12 +203,52 @@ class RunDetailView(APIView):
         return Response(RunDetailSerializer(run).data)
 
 
+def _etag(payload: object) -> str:
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return f'W/"{digest.hexdigest()[:32]}"'
+
+
 class RunStatusView(APIView):
-    @extend_schema(operation_id="run_status", responses={200: RunStatusSerializer, 404: PROBLEM})
+    @extend_schema(
+        operation_id="run_status",
+        parameters=[
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="ETag of the last answer: 304 while nothing changed",
+            )
+        ],
+        responses={200: RunStatusSerializer, 304: None, 404: PROBLEM},
+    )
     def get(self, request: Request, run_id: str) -> Response:
         row = selectors.run_status(run_id=run_id)
         if row is None:
             raise NotFound(f"no run {run_id}")
+        data = RunStatusSerializer(row).data
+        etag = _etag(data)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(data, headers=headers)
+
+
+class RunCancelView(APIView):
+    @extend_schema(
+        operation_id="run_cancel",
+        request=None,
+        responses={200: RunStatusSerializer, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
+    )
+    def post(self, request: Request, run_id: str) -> Response:
+        run = selectors.run_get(run_id=run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        user = request.user
+        if run.created_by_id != user.pk and not user.has_perm("runs.change_tunixrun"):
+            raise PermissionDenied("only the run's creator or an operator can cancel it")
+        cancelled = services.run_cancel(run_id=run.id)
+        row = selectors.run_status(run_id=cancelled.id)
         return Response(RunStatusSerializer(row).data)
 
 
