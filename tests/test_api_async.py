@@ -17,7 +17,8 @@ pytestmark = pytest.mark.django_db
 BODY = {"dataset_key": "tunix-demo-v1", "model_id": "google/gemma-3-270m"}
 
 
-def post_async(client: APIClient, body: dict[str, Any] | None = None, **headers: str) -> Any:
+def post_async(client: APIClient, body: dict[str, Any] | None = None, key: str = "") -> Any:
+    headers = {"Idempotency-Key": key} if key else {}
     return client.post("/api/tunix/run?mode=async", body or BODY, format="json", headers=headers)
 
 
@@ -94,16 +95,14 @@ def test_status_of_unknown_runs_is_404(viewer_client: APIClient) -> None:
 def test_idempotency_key_header_replays_the_first_run(
     operator_client: APIClient, demo_dataset: Any
 ) -> None:
-    first = post_async(operator_client, **{"Idempotency-Key": "k-1"})
-    again = post_async(operator_client, **{"Idempotency-Key": "k-1"})
+    first = post_async(operator_client, key="k-1")
+    again = post_async(operator_client, key="k-1")
     assert (first.status_code, again.status_code) == (202, 202)
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["run_id"] == first.json()["run_id"]
     assert TunixRun.objects.count() == 1
     assert OrmQ.objects.count() == 1
-    changed = post_async(
-        operator_client, {**BODY, "model_id": "google/gemma-3-1b"}, **{"Idempotency-Key": "k-1"}
-    )
+    changed = post_async(operator_client, {**BODY, "model_id": "google/gemma-3-1b"}, key="k-1")
     assert changed.status_code == 422
     assert changed["Content-Type"] == "application/problem+json"
     assert TunixRun.objects.count() == 1
@@ -116,7 +115,7 @@ def test_client_request_id_in_the_body_is_the_same_key(
     first = post_async(operator_client, body)
     again = post_async(operator_client, body)
     assert again.json()["run_id"] == first.json()["run_id"]
-    clash = post_async(operator_client, body, **{"Idempotency-Key": "other"})
+    clash = post_async(operator_client, body, key="other")
     assert clash.status_code == 400
     assert clash.json()["errors"][0]["field"] == "client_request_id"
 
