@@ -14,7 +14,7 @@ RUN_ENV := DEBUG=$${DEBUG:-1}
 .PHONY: help install install-dev run test lint format typecheck test-sqlite test-postgres clean
 
 help:
-	@echo "make run    - install, migrate, load the demo dataset, start the server"
+	@echo "make run    - install, migrate, load the demo dataset, start web server + worker"
 	@echo "make test   - install dev tools, then format check, lint, types, tests (SQLite + PostgreSQL)"
 
 $(BIN)/python:
@@ -37,9 +37,10 @@ run: install
 	$(RUN_ENV) $(BIN)/python manage.py import_dataset runs/demo/tunix-demo-v1.jsonl --key tunix-demo-v1 --skip-existing
 	$(RUN_ENV) $(BIN)/python manage.py ensure_admin
 	@echo ""
-	@echo "Tunix RT is starting on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
+	@echo "Tunix RT: http://$(HOST):$(PORT)/  (API: /api/tunix/runs, docs: /api/docs/, admin: /admin/)"
+	@echo "Web server and worker start below; Ctrl-C stops both."
 	@echo ""
-	$(RUN_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(RUN_ENV) HOST=$(HOST) PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 lint: install-dev
 	$(BIN)/ruff format --check .

@@ -6,7 +6,9 @@ observes the run rows; the fake trainer (tests/support/fake_trainer.py) stands i
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -228,3 +230,15 @@ def test_web_and_worker_write_side_by_side_without_lock_errors(
     )
     assert "database is locked" not in group[0].log()
     assert connection.vendor in {"sqlite", "postgresql"}
+
+
+def test_sigterm_to_the_whole_process_group_still_stops_cleanly(
+    clusters: StartClusters,
+) -> None:
+    # Ctrl-C in a shell, honcho, `timeout` and systemd's default KillMode signal every process.
+    cluster = clusters(1, TUNIX_SHUTDOWN_GRACE_SECONDS="20")[0]
+    run = enqueue("fake/sleep-2", RunMode.LOCAL)
+    wait_status(run, RunStatus.RUNNING)
+    os.killpg(cluster.proc.pid, signal.SIGTERM)
+    assert cluster.wait_exit(timeout=40) == 0
+    assert status_of(run) == RunStatus.COMPLETED

@@ -13,10 +13,24 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
+from django_q import cluster as q_cluster
 from django_q.cluster import Cluster
 from django_q.management.commands import qcluster
 
 from runs import worker  # imported before the cluster forks: workers share its drain flag
+
+
+class _SignalSafeSentinel(q_cluster.Sentinel):  # type: ignore[misc]
+    """django-q2's sentinel lets SIGTERM kill it (and its workers, pusher and monitor, which
+    inherit the disposition). When a whole process group or cgroup is signalled (Ctrl-C in a
+    shell, honcho, `timeout`, systemd's default KillMode) the sentinel dies while the master
+    waits on it and the master deadlocks (django-q2#346). Here the cluster's processes ignore
+    SIGTERM; the master alone handles it, drains the workers and stops them in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, start=False, **kwargs)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.start()
 
 
 class Command(qcluster.Command):  # type: ignore[misc]  # django-q2 ships no types
@@ -27,6 +41,7 @@ class Command(qcluster.Command):  # type: ignore[misc]  # django-q2 ships no typ
             raise RuntimeError("SECRET_KEY must be set to run a cluster")
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        q_cluster.Sentinel = _SignalSafeSentinel  # Cluster.start looks it up when it forks
         cluster = Cluster()
         # Cluster() installed django-q2's stop handlers; drain the workers before stopping.
         stop = cluster.sig_handler
