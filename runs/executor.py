@@ -6,6 +6,8 @@ and tested alone. The caller decides what the result means for a run.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import selectors
 import signal
@@ -15,6 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None
+try:  # Linux: let the kernel kill a training whose worker died
+    _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - other platforms
+    _prctl = None
 
 TRUNCATION_MARKER = "\n[… {omitted} bytes omitted …]\n"
 _READ_CHUNK = 65536
@@ -145,6 +154,19 @@ def terminate_group(pgid: int, grace_seconds: float) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
+def _prepare_child() -> None:
+    """Runs in the child between fork and exec.
+
+    The child starts its own session (so its whole group can be signalled), dies with the
+    worker that started it (the kernel sends SIGKILL if the worker is killed), and gets default
+    signal handling back (a qcluster worker ignores SIGTERM; a training must not).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def execute(
     argv: Sequence[str],
     *,
@@ -175,6 +197,7 @@ def execute(
         env=dict(env) if env is not None else None,
         start_new_session=True,
         close_fds=True,
+        preexec_fn=_prepare_child,  # only signal() and prctl(): safe between fork and exec
     )
     pgid = proc.pid  # start_new_session makes the child its group leader
     captures = {
