@@ -6,6 +6,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
 RUN useradd --system --home /app tunix && mkdir -p "$TUNIX_VAR_DIR" && chown tunix "$TUNIX_VAR_DIR"
 USER tunix
 EXPOSE 8000
