@@ -89,7 +89,11 @@ TUNIX_DATASET_MAX_RECORD_BYTES = env_int("TUNIX_DATASET_MAX_RECORD_BYTES", 1024 
 # is the project's Tunix trainer; a JSON list or a plain space-separated command is accepted.
 _trainer_raw = env_str("TUNIX_TRAINER_COMMAND", "")
 TUNIX_TRAINER_COMMAND: list[str] | None = (
-    (json.loads(_trainer_raw) if _trainer_raw.lstrip().startswith("[") else shlex.split(_trainer_raw))
+    (
+        json.loads(_trainer_raw)
+        if _trainer_raw.lstrip().startswith("[")
+        else shlex.split(_trainer_raw)
+    )
     if _trainer_raw
     else None
 )
