@@ -206,7 +206,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "web:run-list"
+LOGOUT_REDIRECT_URL = "login"
+
+# Pages refresh live parts this often while a run they show is active.
+TUNIX_POLL_SECONDS = env_int("TUNIX_POLL_SECONDS", 4, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,7 +1,10 @@
 """URL map: API under /api/, the operators' admin, OpenAPI schema and docs, health."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
@@ -15,4 +18,8 @@ urlpatterns = [
     path("api/auth/token", obtain_auth_token, name="api-token"),
     path("api-auth/", include("rest_framework.urls")),
     path("healthz", health.healthz, name="healthz"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
+    path("", include("runs.web.urls")),
 ]

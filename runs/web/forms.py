@@ -1,0 +1,93 @@
+"""Forms of the HTMX pages. They parse and validate; services do the work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.validators import RegexValidator
+
+from runs import training_config
+from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus
+
+
+class RunFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "any status"), *RunStatus.choices], required=False)
+    mode = forms.ChoiceField(choices=[("", "any mode"), *RunMode.choices], required=False)
+    dataset_key = forms.CharField(
+        required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
+    )
+    cursor = forms.CharField(required=False, max_length=256, widget=forms.HiddenInput)
+
+
+def _param_field(param: training_config.Param) -> forms.Field:
+    options: dict[str, Any] = {
+        "required": False,
+        "help_text": param.help,
+        "initial": param.default,
+        "min_value": param.minimum,
+        "max_value": param.maximum,
+    }
+    if param.kind is int:
+        return forms.IntegerField(**options)
+    return forms.FloatField(widget=forms.NumberInput(attrs={"step": "any"}), **options)
+
+
+class RunLaunchForm(forms.Form):
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.order_by("key"), to_field_name="key", empty_label=None
+    )
+    model_id = forms.CharField(
+        max_length=256,
+        initial="google/gemma-3-270m",
+        validators=[RegexValidator(MODEL_ID_PATTERN, "like 'org/name' or 'name'")],
+        help_text="Hugging Face style id, e.g. google/gemma-3-270m",
+    )
+    mode = forms.ChoiceField(
+        choices=RunMode.choices,
+        initial=RunMode.DRY_RUN,
+        help_text="dry-run validates and writes the config; local trains on the worker",
+    )
+    execution = forms.ChoiceField(
+        choices=[("async", "Queue for a worker"), ("sync", "Run now and wait")],
+        initial="async",
+        widget=forms.RadioSelect,
+    )
+    timeout_seconds = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS,
+        help_text=f"default {settings.TUNIX_RUN_TIMEOUT_SECONDS} s",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in training_config.PARAMS:
+            self.fields[param.name] = _param_field(param)
+
+    def param_fields(self) -> list[forms.BoundField]:
+        return [self[p.name] for p in training_config.PARAMS]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        values = {
+            p.name: p.default if data.get(p.name) is None else data[p.name]
+            for p in training_config.PARAMS
+        }
+        _, errors = training_config.normalise(values)
+        for name, reason in errors.items():
+            self.add_error(name, reason)
+        data["config"] = values
+        return data
+
+
+class DatasetUploadForm(forms.Form):
+    key = forms.CharField(
+        max_length=128,
+        help_text="lower-case name-version, e.g. my-data-v1",
+        validators=[
+            RegexValidator(DATASET_KEY_PATTERN, "lower-case name-version, e.g. my-data-v1")
+        ],
+    )
+    file = forms.FileField(help_text="JSONL: prompt/completion or chat messages, one per line")

@@ -1,0 +1,261 @@
+"""Server-rendered pages. Live parts are fragments that htmx polls while a run shown is active.
+
+Polling stops when nothing shown can change any more: the fragment answers HTTP 286, which htmx
+swaps and then stops polling. Unchanged fragments answer 304 to the browser's revalidation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
+
+from runs import selectors, services
+from runs.models import ACTIVE_STATUSES, TunixRun
+from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
+
+PAGE_SIZE = 25
+
+
+def _poll_context() -> dict[str, Any]:
+    return {"poll_seconds": settings.TUNIX_POLL_SECONDS}
+
+
+def _fragment(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any],
+    *,
+    version: str,
+    active: bool,
+) -> HttpResponse:
+    """Render a polled fragment, or 304 if the browser already has this version of it."""
+    etag = f'W/"{hashlib.sha256(version.encode()).hexdigest()[:24]}"'
+    if active and etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponse(status=304)
+    else:
+        response = render(request, template, {**context, **_poll_context()})
+        if not active:
+            response.status_code = HTMX_STOP_POLLING
+    response["ETag"] = etag
+    response["Cache-Control"] = "no-cache, private"
+    return response
+
+
+def _run_version(run: TunixRun) -> str:
+    return "|".join(
+        str(v)
+        for v in (
+            run.id,
+            run.status,
+            run.attempt,
+            run.started_at,
+            run.completed_at,
+            run.exit_code,
+            run.error_reason,
+        )
+    )
+
+
+def _filters(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunFilters, str | None]:
+    form = RunFilterForm(request.GET)
+    if not form.is_valid():
+        return form, selectors.RunFilters(), None
+    data = form.cleaned_data
+    filters = selectors.RunFilters(
+        status=data["status"] or None,
+        mode=data["mode"] or None,
+        dataset_key=data["dataset_key"] or None,
+    )
+    return form, filters, data["cursor"] or None
+
+
+def _page(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunPage]:
+    form, filters, cursor = _filters(request)
+    try:
+        page = selectors.run_list(filters=filters, limit=PAGE_SIZE, cursor=cursor)
+    except selectors.InvalidCursor:
+        page = selectors.run_list(filters=filters, limit=PAGE_SIZE)
+    return form, page
+
+
+def _query_without_cursor(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("cursor", None)
+    return query.urlencode()
+
+
+@require_GET
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    form, page = _page(request)
+    base_query = _query_without_cursor(request)
+    context = {
+        "filter_form": form,
+        "page": page,
+        "runs": page.items,
+        "active": any(run.status in ACTIVE_STATUSES for run in page.items),
+        "rows_url": f"{reverse('web:run-rows')}?{request.GET.urlencode()}",
+        "base_query": base_query,
+        "first_page": not request.GET.get("cursor"),
+        **_poll_context(),
+    }
+    return render(request, "runs/run_list.html", context)
+
+
+@require_GET
+@login_required
+def run_rows(request: HttpRequest) -> HttpResponse:
+    _, page = _page(request)
+    active = any(run.status in ACTIVE_STATUSES for run in page.items)
+    version = ";".join(_run_version(run) for run in page.items)
+    return _fragment(
+        request, "runs/_run_rows.html", {"runs": page.items}, version=version, active=active
+    )
+
+
+def _get_run(run_id: UUID) -> TunixRun:
+    run = selectors.run_get(run_id=run_id)
+    if run is None:
+        raise Http404("no such run")
+    return run
+
+
+@require_GET
+@login_required
+def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run(run_id)
+    context = {"run": run, "can_cancel": _can_cancel(request, run), **_poll_context()}
+    return render(request, "runs/run_detail.html", context)
+
+
+@require_GET
+@login_required
+def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run(run_id)
+    context = {"run": run, "can_cancel": _can_cancel(request, run)}
+    return _fragment(
+        request,
+        "runs/_run_live.html",
+        context,
+        version=_run_version(run),
+        active=not run.is_terminal,
+    )
+
+
+def _can_cancel(request: HttpRequest, run: TunixRun) -> bool:
+    user = request.user
+    return bool(
+        user.is_authenticated
+        and (run.created_by_id == user.pk or user.has_perm("runs.change_tunixrun"))
+    )
+
+
+@require_POST
+@login_required
+def run_cancel(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run(run_id)
+    if not _can_cancel(request, run):
+        raise PermissionDenied("only the run's creator or an operator can cancel it")
+    try:
+        services.run_cancel(run_id=run.id)
+        messages.success(request, "Run cancelled.")
+    except services.ServiceError as exc:
+        messages.error(request, f"Could not cancel: {exc.message}")
+    return redirect("web:run-detail", run_id=run.id)
+
+
+@require_POST
+@login_required
+@permission_required("runs.add_tunixrun", raise_exception=True)
+def run_again(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run(run_id)
+    try:
+        submission = services.run_submit(
+            user=request.user,
+            dataset_key=run.dataset.key,
+            model_id=run.model_id,
+            mode=run.mode,
+            config=run.config,
+            timeout_seconds=run.timeout_seconds,
+            enqueue=True,
+        )
+    except services.ServiceError as exc:
+        messages.error(request, f"Could not run again: {exc.message}")
+        return redirect("web:run-detail", run_id=run.id)
+    messages.success(request, "A new run with the same settings is queued.")
+    return redirect("web:run-detail", run_id=submission.run.id)
+
+
+def _submit(form: RunLaunchForm, request: HttpRequest) -> TunixRun | None:
+    data = form.cleaned_data
+    kwargs: dict[str, Any] = {
+        "user": request.user,
+        "dataset_key": data["dataset"].key,
+        "model_id": data["model_id"],
+        "mode": data["mode"],
+        "config": data["config"],
+        "timeout_seconds": data["timeout_seconds"],
+    }
+    try:
+        if data["execution"] == "sync":
+            return services.run_sync(**kwargs).run
+        return services.run_submit(enqueue=True, **kwargs).run
+    except services.ServiceError as exc:
+        field = exc.field if exc.field in form.fields else None
+        if exc.field == "dataset_key":
+            field = "dataset"
+        form.add_error(field, exc.message)
+        return None
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@permission_required("runs.add_tunixrun", raise_exception=True)
+def run_launch(request: HttpRequest) -> HttpResponse:
+    form = RunLaunchForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        run = _submit(form, request)
+        if run is not None:
+            link = reverse("web:run-detail", kwargs={"run_id": run.id})
+            verb = "finished" if run.is_terminal else "queued"
+            messages.success(request, f"Run {str(run.id)[:8]} {verb}.", extra_tags=link)
+            return redirect("web:run-list")
+    has_datasets = selectors.dataset_list().exists()
+    return render(request, "runs/run_launch.html", {"form": form, "has_datasets": has_datasets})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def dataset_list(request: HttpRequest) -> HttpResponseBase:
+    can_upload = request.user.has_perm("runs.add_dataset")
+    form = DatasetUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        if not can_upload:
+            raise PermissionDenied("uploading datasets needs the add_dataset permission")
+        if form.is_valid():
+            try:
+                dataset = services.dataset_import(
+                    key=form.cleaned_data["key"],
+                    source=form.cleaned_data["file"].chunks(),
+                    user=request.user,
+                )
+            except services.ServiceError as exc:
+                form.add_error(exc.field if exc.field in form.fields else "file", exc.message)
+            else:
+                messages.success(
+                    request, f"Imported {dataset.key}: {dataset.record_count} records."
+                )
+                return redirect("web:dataset-list")
+    context = {"datasets": selectors.dataset_list(), "form": form, "can_upload": can_upload}
+    return render(request, "runs/dataset_list.html", context, status=400 if form.errors else 200)

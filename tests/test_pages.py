@@ -1,0 +1,235 @@
+"""Server-rendered pages: login, list, launch, detail, datasets; polling fragments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django_q.models import OrmQ
+
+from runs import services
+from runs.models import Dataset, RunStatus, TunixRun
+from tests.factories import TunixRunFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def web(operator: User) -> Client:
+    client = Client()
+    client.force_login(operator)
+    return client
+
+
+def html(response: Any) -> str:
+    return response.content.decode()
+
+
+def test_pages_need_a_login(client: Client) -> None:
+    for url in ("/", "/runs/new", "/datasets", "/runs/rows"):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_login_page_logs_in(client: Client) -> None:
+    UserFactory(username="ada")
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200
+    assert 'name="password"' in html(page)
+    response = client.post(
+        "/accounts/login/", {"username": "ada", "password": "correct-horse-battery"}
+    )
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200
+    bad = Client().post("/accounts/login/", {"username": "ada", "password": "nope"})
+    assert "didn&#x27;t match" in html(bad) or "didn't match" in html(bad)
+
+
+def test_run_list_shows_rows_newest_first_with_stable_test_ids(web: Client) -> None:
+    older = TunixRunFactory(completed=True)
+    newer = TunixRunFactory()
+    page = html(web.get("/"))
+    assert page.index(f'data-testid="run-row-{newer.id}"') < page.index(
+        f'data-testid="run-row-{older.id}"'
+    )
+    assert f'data-testid="run-status-{older.id}">completed<' in page
+    assert 'hx-trigger="every 4s"' in page  # something shown is still pending
+    assert "/static/" in page
+    assert "htmx" in page
+    assert "cdn" not in page.lower()
+    assert "unpkg" not in page.lower()
+
+
+def test_list_without_active_runs_does_not_poll(web: Client) -> None:
+    TunixRunFactory(completed=True)
+    assert "hx-trigger" not in html(web.get("/"))
+
+
+def test_empty_state_invites_a_launch(web: Client) -> None:
+    assert "No runs match" in html(web.get("/"))
+
+
+def test_filters_narrow_the_list(web: Client) -> None:
+    done = TunixRunFactory(completed=True)
+    waiting = TunixRunFactory()
+    page = html(web.get("/", {"status": "completed"}))
+    assert str(done.id) in page
+    assert str(waiting.id) not in page
+    by_dataset = html(web.get("/", {"dataset_key": waiting.dataset.key}))
+    assert str(waiting.id) in by_dataset
+    assert str(done.id) not in by_dataset
+
+
+def test_pagination_walks_older_pages(web: Client) -> None:
+    runs = [TunixRunFactory(completed=True) for _ in range(30)]
+    first = html(web.get("/"))
+    assert 'rel="next"' in first
+    cursor = first.split("cursor=")[1].split('"')[0]
+    second = html(web.get("/", {"cursor": cursor}))
+    shown = {str(r.id) for r in runs if f"run-row-{r.id}" in first + second}
+    assert len(shown) == 30
+
+
+def test_rows_fragment_polls_then_stops_with_286(web: Client) -> None:
+    run = TunixRunFactory()
+    active = web.get("/runs/rows", headers={"HX-Request": "true"})
+    assert active.status_code == 200
+    assert f"run-row-{run.id}" in html(active)
+    etag = active["ETag"]
+    unchanged = web.get("/runs/rows", headers={"HX-Request": "true", "If-None-Match": etag})
+    assert unchanged.status_code == 304
+    claimed = services.run_claim(run_id=run.id, worker_id="w")
+    assert claimed is not None
+    services.run_finish(
+        run_id=run.id, attempt=1, outcome=services.RunOutcome(status="completed", exit_code=0)
+    )
+    final = web.get("/runs/rows", headers={"HX-Request": "true", "If-None-Match": etag})
+    assert final.status_code == 286
+    assert f'data-testid="run-status-{run.id}">completed<' in html(final)
+
+
+def test_detail_shows_everything_and_polls_only_while_active(web: Client) -> None:
+    run = TunixRunFactory(
+        failed=True, stdout="hello out", stderr="bad things", error_message="boom"
+    )
+    page = html(web.get(f"/runs/{run.id}"))
+    for text in ("hello out", "bad things", "nonzero_exit", "boom", run.model_id, run.dataset.key):
+        assert text in page
+    assert "hx-trigger" not in page
+    assert 'data-testid="run-again"' in page
+    pending = TunixRunFactory()
+    live = html(web.get(f"/runs/{pending.id}"))
+    assert f'hx-get="/runs/{pending.id}/live"' in live
+    assert web.get(f"/runs/{pending.id}/live").status_code == 200
+    assert web.get(f"/runs/{run.id}/live").status_code == 286
+
+
+def test_unknown_run_is_404(web: Client) -> None:
+    assert web.get("/runs/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_launch_async_queues_and_lands_on_the_list(web: Client, demo_dataset: Any) -> None:
+    form = html(web.get("/runs/new"))
+    assert 'name="learning_rate"' in form
+    response = web.post(
+        "/runs/new",
+        {
+            "dataset": "tunix-demo-v1",
+            "model_id": "google/gemma-3-270m",
+            "mode": "dry-run",
+            "execution": "async",
+            "batch_size": "4",
+        },
+        follow=True,
+    )
+    run = TunixRun.objects.get()
+    assert run.status == RunStatus.PENDING
+    assert run.config["batch_size"] == 4
+    assert OrmQ.objects.count() == 1
+    page = html(response)
+    assert f'data-testid="run-status-{run.id}">pending<' in page
+    assert "queued" in page
+
+
+def test_launch_sync_runs_at_once(web: Client, demo_dataset: Any) -> None:
+    web.post(
+        "/runs/new",
+        {"dataset": "tunix-demo-v1", "model_id": "m", "mode": "dry-run", "execution": "sync"},
+    )
+    assert TunixRun.objects.get().status == RunStatus.COMPLETED
+
+
+def test_launch_errors_are_shown_inline_and_create_nothing(web: Client, demo_dataset: Any) -> None:
+    response = web.post(
+        "/runs/new",
+        {
+            "dataset": "tunix-demo-v1",
+            "model_id": "bad id!",
+            "mode": "dry-run",
+            "execution": "async",
+            "learning_rate": "0",
+        },
+    )
+    page = html(response)
+    assert 'data-testid="error-model_id"' in page
+    assert 'data-testid="error-learning_rate"' in page
+    assert not TunixRun.objects.exists()
+
+
+def test_launch_needs_the_permission(client: Client, user: User, demo_dataset: Any) -> None:
+    client.force_login(user)
+    assert client.get("/runs/new").status_code == 403
+    assert "Launch a run" not in html(client.get("/"))
+
+
+def test_cancel_and_run_again(web: Client, operator: User, demo_dataset: Any) -> None:
+    run = TunixRunFactory(dataset=demo_dataset, created_by=operator)
+    response = web.post(f"/runs/{run.id}/cancel", follow=True)
+    assert TunixRun.objects.get(id=run.id).status == RunStatus.CANCELLED
+    assert "Run cancelled." in html(response)
+    again = web.post(f"/runs/{run.id}/again")
+    new = TunixRun.objects.exclude(id=run.id).get()
+    assert again["Location"] == f"/runs/{new.id}"
+    assert (new.model_id, new.status) == (run.model_id, RunStatus.PENDING)
+    twice = web.post(f"/runs/{run.id}/cancel", follow=True)
+    assert "Could not cancel: run is already cancelled" in html(twice)
+
+
+def test_cancel_needs_ownership_or_permission(client: Client, user: User) -> None:
+    client.force_login(user)
+    run = TunixRunFactory(created_by=UserFactory())
+    assert client.post(f"/runs/{run.id}/cancel").status_code == 403
+    assert TunixRun.objects.get(id=run.id).status == RunStatus.PENDING
+
+
+def test_forms_need_csrf(operator: User, demo_dataset: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator)
+    run = TunixRunFactory(dataset=demo_dataset, created_by=operator)
+    assert client.post(f"/runs/{run.id}/cancel").status_code == 403
+    assert client.post("/runs/new", {"dataset": "tunix-demo-v1"}).status_code == 403
+    page = html(client.get("/"))
+    assert 'hx-headers=\'{"X-CSRFToken": "' in page  # htmx posts carry the token
+
+
+def test_dataset_page_uploads_and_shows_errors_inline(
+    web: Client, jsonl: Callable[..., bytes]
+) -> None:
+    bad = SimpleUploadedFile("d.jsonl", jsonl({"prompt": "a", "completion": "b"}, "{oops"))
+    response = web.post("/datasets", {"key": "page-v1", "file": bad})
+    assert response.status_code == 400
+    assert "line 2: invalid JSON" in html(response)
+    assert not Dataset.objects.exists()
+    good = SimpleUploadedFile("d.jsonl", jsonl({"prompt": "a", "completion": "b"}))
+    done = web.post("/datasets", {"key": "page-v1", "file": good}, follow=True)
+    assert 'data-testid="dataset-row-page-v1"' in html(done)
+    assert "Imported page-v1: 1 records." in html(done)
+
+
+def test_favicon_is_served(web: Client) -> None:
+    assert web.get("/favicon.ico")["Location"].endswith("favicon.svg")
