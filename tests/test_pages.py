@@ -26,7 +26,7 @@ def web(operator: User) -> Client:
 
 
 def html(response: Any) -> str:
-    return response.content.decode()
+    return str(response.content.decode())
 
 
 def test_pages_need_a_login(client: Client) -> None:
