@@ -1,0 +1,151 @@
+"""A user launches runs from the browser and watches them finish, without reloading."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, Request, expect
+
+from runs.models import RunStatus, TunixRun
+from tests.support.clusters import QCluster, start_clusters
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Iterator[list[QCluster]]] = []
+
+    def start() -> QCluster:
+        group = start_clusters(tmp_path)
+        started.append(group)
+        return next(group)[0]
+
+    yield start
+    for group in started:
+        next(group, None)
+
+
+def launch(page: Page, live_url: str, *, model_id: str, mode: str) -> TunixRun:
+    page.goto(f"{live_url}/runs/new")
+    page.get_by_label("Dataset", exact=True).select_option("tunix-demo-v1")
+    page.get_by_label("Model id").fill(model_id)
+    page.get_by_label("Mode", exact=True).select_option(mode)
+    page.get_by_label("Queue for a worker").check()
+    page.get_by_test_id("launch-submit").click()
+    page.wait_for_url(f"{live_url}/")
+    return TunixRun.objects.order_by("-queued_at").first()  # type: ignore[return-value]
+
+
+def mark_page(page: Page) -> None:
+    """A flag that only survives as long as the page is not reloaded."""
+    page.evaluate("window.__noReload = true")
+
+
+def still_same_page(page: Page) -> bool:
+    return bool(page.evaluate("window.__noReload === true"))
+
+
+def test_async_runs_go_live_from_pending_to_done_without_reload(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+) -> None:
+    page = logged_in
+    dry = launch(page, live_server.url, model_id="google/gemma-3-270m", mode="dry-run")
+    training = launch(page, live_server.url, model_id="fake/sleep-4", mode="local")
+    expect(page.get_by_test_id(f"run-row-{dry.id}")).to_be_visible()
+    dry_badge = page.get_by_test_id(f"run-status-{dry.id}")
+    train_badge = page.get_by_test_id(f"run-status-{training.id}")
+    expect(dry_badge).to_have_text("pending")
+    expect(train_badge).to_have_text("pending")
+    mark_page(page)
+    cluster_factory()  # a worker comes up only now: both rows must update by themselves
+    expect(train_badge).to_have_text("running", timeout=20_000)
+    expect(dry_badge).to_have_text("completed", timeout=20_000)
+    page.screenshot(path=str(screenshot_dir / "run-list-live.png"), full_page=True)
+    expect(train_badge).to_have_text("completed", timeout=30_000)
+    assert still_same_page(page)
+    page.screenshot(path=str(screenshot_dir / "run-list.png"), full_page=True)
+
+
+def test_a_failing_run_shows_failed_with_its_reason(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+) -> None:
+    page = logged_in
+    run = launch(page, live_server.url, model_id="fake/exit-3", mode="local")
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    mark_page(page)
+    cluster_factory()
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("failed", timeout=30_000)
+    reason = page.get_by_test_id(f"run-reason-{run.id}")
+    expect(reason).to_contain_text("nonzero_exit")
+    expect(reason).to_contain_text("exited with code 3")
+    expect(page.get_by_text("something went wrong")).to_be_visible()
+    assert still_same_page(page)
+    page.screenshot(path=str(screenshot_dir / "run-detail-failed.png"), full_page=True)
+
+
+def test_cancel_a_pending_run(
+    logged_in: Page, live_server: Any, demo_dataset: Any, screenshot_dir: Path
+) -> None:
+    page = logged_in
+    run = launch(page, live_server.url, model_id="google/gemma-3-270m", mode="dry-run")
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("pending")
+    page.get_by_test_id("cancel-run").click()
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("cancelled")
+    expect(page.get_by_text("Run cancelled.")).to_be_visible()
+    assert TunixRun.objects.get(id=run.id).status == RunStatus.CANCELLED
+
+
+def test_polling_stops_once_the_run_is_terminal(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+) -> None:
+    page = logged_in
+    run = launch(page, live_server.url, model_id="fake/ok", mode="local")
+    polls: list[tuple[str, float]] = []
+
+    def record(request: Request) -> None:
+        if re.search(rf"/runs/{run.id}/live$", request.url):
+            polls.append((request.url, page.evaluate("Date.now()")))
+
+    page.on("request", record)
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("pending")
+    cluster_factory()
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("completed", timeout=30_000)
+    expect(page.get_by_text("step 3/3")).to_be_visible()
+    seen = len(polls)
+    assert seen >= 1  # it did poll while the run was active
+    page.wait_for_timeout(3_500)  # more than three poll periods of 1 s
+    assert len(polls) == seen, "the page kept polling after the run finished"
+    page.screenshot(path=str(screenshot_dir / "run-detail.png"), full_page=True)
+
+
+def test_dataset_upload_shows_validation_errors_inline(
+    logged_in: Page, live_server: Any, tmp_path: Path, screenshot_dir: Path
+) -> None:
+    page = logged_in
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "no completion"}\n')
+    page.goto(f"{live_server.url}/datasets")
+    page.get_by_label("Key", exact=True).fill("browser-v1")
+    page.get_by_label("File", exact=True).set_input_files(str(bad))
+    page.get_by_test_id("upload-submit").click()
+    expect(page.get_by_test_id("error-file")).to_contain_text("line 2: missing field 'completion'")
+    page.screenshot(path=str(screenshot_dir / "datasets-error.png"), full_page=True)
