@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Request, expect
 
+from runs import services
 from runs.models import RunStatus, TunixRun
 from tests.support.clusters import QCluster, start_clusters
 
@@ -149,3 +152,32 @@ def test_dataset_upload_shows_validation_errors_inline(
     page.get_by_test_id("upload-submit").click()
     expect(page.get_by_test_id("error-file")).to_contain_text("line 2: missing field 'completion'")
     page.screenshot(path=str(screenshot_dir / "datasets-error.png"), full_page=True)
+
+
+def test_polling_backs_off_while_the_server_errors(
+    logged_in: Page, live_server: Any, demo_dataset: Any
+) -> None:
+    page = logged_in
+    run = launch(page, live_server.url, model_id="google/gemma-3-270m", mode="dry-run")
+    sent: list[float] = []
+    failing = True
+
+    def answer(route: Any) -> None:
+        sent.append(time.monotonic())
+        if failing:
+            route.fulfill(status=500, body="down for maintenance")
+        else:
+            route.continue_()
+
+    page.route(re.compile(rf".*/runs/{run.id}/live$"), answer)
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    wait_until = time.monotonic() + 9
+    while time.monotonic() < wait_until:
+        page.wait_for_timeout(250)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    # 1 s polling; after each failure the wait doubles (2 s, 4 s, …), so 9 s hold few requests.
+    assert 2 <= len(sent) <= 5, sent
+    assert max(gaps) >= 3.5, gaps
+    failing = False
+    services.run_cancel(run_id=run.id)
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("cancelled", timeout=20_000)
