@@ -1,9 +1,67 @@
-"""Liveness: answers without touching the database or needing a login."""
+"""Liveness and readiness, as JSON, without a login."""
 
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.db.models import Max
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
+
+_migrated = False  # once true it stays true for the life of the process
 
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """The process answers; touches nothing else."""
     return JsonResponse({"status": "ok"})
+
+
+def _migrations_applied() -> bool:
+    global _migrated
+    if not _migrated:
+        executor = MigrationExecutor(connection)
+        _migrated = not executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return _migrated
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready to serve: database reachable, migrations applied, a worker heart-beating."""
+    from runs.models import WorkerHeartbeat
+
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = {"ok": True}
+    except DatabaseError as exc:
+        checks["database"] = {"ok": False, "reason": f"database unreachable: {exc}"}
+    if checks["database"]["ok"]:
+        applied = _migrations_applied()
+        checks["migrations"] = (
+            {"ok": True}
+            if applied
+            else {"ok": False, "reason": "migrations not applied: run manage.py migrate"}
+        )
+        newest = WorkerHeartbeat.objects.aggregate(newest=Max("seen_at"))["newest"]
+        limit = timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
+        if newest is None:
+            checks["worker"] = {"ok": False, "reason": "no worker has ever reported"}
+        elif timezone.now() - newest > limit:
+            age = (timezone.now() - newest).total_seconds()
+            checks["worker"] = {
+                "ok": False,
+                "reason": f"newest worker heartbeat is {age:.0f} s old (limit {limit.seconds} s)",
+            }
+        else:
+            checks["worker"] = {"ok": True}
+    ready = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )

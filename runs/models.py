@@ -201,3 +201,34 @@ class TunixRun(models.Model):
     def output_dir(self) -> str:
         """Artifact directory, relative to TUNIX_ARTIFACTS_ROOT."""
         return str(self.id)
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per qcluster worker process, refreshed by its reaper thread: shows a worker is
+    alive even while it has nothing to run."""
+
+    worker_id = models.CharField(max_length=128, primary_key=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class ProcessMetrics(models.Model):
+    """Cumulative Prometheus samples of one process (web or worker, any host).
+
+    Each process writes its own row every few seconds; /metrics on any web process sums all rows,
+    so what a worker on another host did is visible there. Rows of processes that are gone are
+    folded into one archive row, so counters never go back.
+    """
+
+    process_key = models.CharField(max_length=200, primary_key=True)
+    role = models.CharField(max_length=16)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    data = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return self.process_key

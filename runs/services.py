@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -28,10 +28,18 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from runs import executor, training_config
+from runs import executor, metrics, training_config
 from runs.datasets import DatasetError, validate_key, validate_stream
 from runs.dryrun import CONFIG_FILE_NAME, dry_run, training_spec
-from runs.models import Dataset, FailureReason, RunMode, RunStatus, TunixRun
+from runs.models import (
+    TERMINAL_STATUSES,
+    Dataset,
+    FailureReason,
+    RunMode,
+    RunStatus,
+    TunixRun,
+    WorkerHeartbeat,
+)
 from runs.paths import safe_join
 from runs.telemetry import timed_write
 
@@ -288,6 +296,7 @@ def run_submit(
         if client_request_id and (earlier := _replay(owner, client_request_id, fingerprint)):
             return Submission(run=earlier, replayed=True)
         raise
+    metrics.RUNS_TOTAL.labels(RunStatus.PENDING).inc()
     log.info(
         "run_transition",
         extra={"fields": {"run_id": run.id, "from": "", "to": RunStatus.PENDING, "attempt": 0}},
@@ -329,6 +338,7 @@ def _transition(
     op: str,
     expected_attempt: int | None = None,
     log_attempt: int | None = None,
+    run_started_at: datetime | None = None,
     **fields: Any,
 ) -> bool:
     """The one guarded UPDATE through which every status change goes. True if it applied."""
@@ -340,17 +350,18 @@ def _transition(
     with timed_write(op):
         updated = rows.update(status=target, **fields)
     if updated:
-        log.info(
-            "run_transition",
-            extra={
-                "fields": {
-                    "run_id": run_id,
-                    "from": source,
-                    "to": target,
-                    "attempt": log_attempt if log_attempt is not None else expected_attempt,
-                }
-            },
-        )
+        line: dict[str, Any] = {
+            "run_id": run_id,
+            "from": source,
+            "to": target,
+            "attempt": log_attempt if log_attempt is not None else expected_attempt,
+        }
+        metrics.RUNS_TOTAL.labels(target).inc()
+        if target in TERMINAL_STATUSES and run_started_at is not None:
+            duration = (timezone.now() - run_started_at).total_seconds()
+            metrics.RUN_DURATION.labels(target).observe(duration)
+            line["duration_s"] = round(duration, 3)
+        log.info("run_transition", extra={"fields": line})
     return updated == 1
 
 
@@ -398,7 +409,9 @@ class RunOutcome:
     message: str = ""
 
 
-def run_finish(*, run_id: UUID, attempt: int, outcome: RunOutcome) -> bool:
+def run_finish(
+    *, run_id: UUID, attempt: int, outcome: RunOutcome, started_at: datetime | None = None
+) -> bool:
     """running -> terminal, fenced on the attempt that did the work."""
     limit = settings.TUNIX_OUTPUT_MAX_BYTES
     return _transition(
@@ -407,6 +420,7 @@ def run_finish(*, run_id: UUID, attempt: int, outcome: RunOutcome) -> bool:
         target=outcome.status,
         op="run_finish",
         expected_attempt=attempt,
+        run_started_at=started_at,
         completed_at=timezone.now(),
         exit_code=outcome.exit_code,
         stdout=executor.truncate_text(outcome.stdout, limit),
@@ -584,7 +598,7 @@ def run_execute(
             message=f"{type(exc).__name__}: {exc}",
             stderr=f"{type(exc).__name__}: {exc}\n",
         )
-    run_finish(run_id=run.id, attempt=run.attempt, outcome=outcome)
+    run_finish(run_id=run.id, attempt=run.attempt, outcome=outcome, started_at=run.started_at)
     run.refresh_from_db()
     return run
 
@@ -645,6 +659,7 @@ def run_cancel(*, run_id: UUID | str) -> TunixRun:
             target=RunStatus.CANCELLED,
             op="run_cancel",
             expected_attempt=run.attempt,
+            run_started_at=run.started_at,
             completed_at=timezone.now(),
             heartbeat_at=None,
             error_message="cancelled by request",
@@ -691,8 +706,8 @@ def run_reap(*, batch: int = 200) -> ReapReport:
     failed: list[UUID] = []
     stale = TunixRun.objects.filter(
         status=RunStatus.RUNNING, heartbeat_at__lt=stale_before
-    ).values_list("id", "attempt")[:batch]
-    for run_id, attempt in stale:
+    ).values_list("id", "attempt", "started_at")[:batch]
+    for run_id, attempt, started_at in stale:
         if attempt >= settings.TUNIX_RUN_MAX_ATTEMPTS:
             if _transition(
                 run_id=run_id,
@@ -700,6 +715,7 @@ def run_reap(*, batch: int = 200) -> ReapReport:
                 target=RunStatus.FAILED,
                 op="run_reap",
                 expected_attempt=attempt,
+                run_started_at=started_at,
                 completed_at=timezone.now(),
                 error_reason=FailureReason.WORKER_LOST,
                 error_message=(
@@ -771,3 +787,17 @@ def run_sync(
         submission.run.refresh_from_db()
         return submission
     return Submission(run=run_execute(run=claimed), replayed=False)
+
+
+def worker_heartbeat(*, worker_id: str) -> None:
+    """A worker process says it is alive (even with nothing to run)."""
+    host, _, pid = worker_id.removeprefix("worker:").rpartition(":")
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id[:128],
+        defaults={"host": host[:255], "pid": int(pid or 0), "seen_at": timezone.now()},
+    )
+
+
+def worker_heartbeat_prune(*, older_than: timedelta = timedelta(days=1)) -> int:
+    deleted, _ = WorkerHeartbeat.objects.filter(seen_at__lt=timezone.now() - older_than).delete()
+    return deleted

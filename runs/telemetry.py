@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 from django.db import transaction
 
+from runs import metrics
+
 db_log = logging.getLogger("tunix_rt.db")
 
 
@@ -19,4 +21,6 @@ def timed_write(operation: str) -> Iterator[None]:
     with transaction.atomic():
         yield
     elapsed_ms = (time.perf_counter() - started) * 1000.0
+    metrics.DB_WRITE_MS.labels(operation).observe(elapsed_ms)
     db_log.info("db_write", extra={"fields": {"op": operation, "ms": round(elapsed_ms, 3)}})
+    metrics.maybe_flush()

@@ -38,11 +38,16 @@ def drain_since() -> float | None:
 
 
 def reap_once() -> None:
-    from runs import services
+    """One tick: say this worker is alive, recover lost runs, publish this process's metrics."""
+    from runs import metrics, services
 
     close_old_connections()
     try:
+        services.worker_heartbeat(worker_id=services.worker_identity())
         services.run_reap()
+        metrics.flush()
+        metrics.compact()
+        services.worker_heartbeat_prune()
     except Exception:  # a database blip must not kill the thread; the next tick retries
         log.exception("reaper_error")
     finally:
@@ -51,6 +56,7 @@ def reap_once() -> None:
 
 def _reaper_loop() -> None:
     interval = settings.TUNIX_REAPER_INTERVAL_SECONDS
+    reap_once()  # announce this worker at once
     # Spread the workers' ticks so they do not all query at once.
     time.sleep(random.uniform(0, interval))  # noqa: S311 - jitter, not security
     while not _drain_event.is_set():
@@ -61,6 +67,9 @@ def _reaper_loop() -> None:
 
 def start_reaper(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:
     """post_spawn receiver: one reaper thread per worker process."""
+    from runs import metrics
+
+    metrics.set_role("worker")
     thread = threading.Thread(target=_reaper_loop, name="tunix-reaper", daemon=True)
     thread.start()
     log.info("reaper_started", extra={"fields": {"process": proc_name}})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.support.clusters import QCluster, start_clusters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATASET = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
@@ -115,3 +116,18 @@ def jsonl() -> Callable[..., bytes]:
         return ("\n".join(lines) + "\n").encode()
 
     return build
+
+
+@pytest.fixture
+def clusters(tmp_path: Path, demo_dataset: Any) -> Iterator[Callable[..., list[QCluster]]]:
+    """Start real `manage.py qcluster` processes on the test database; stopped at teardown."""
+    started: list[Iterator[list[QCluster]]] = []
+
+    def start(count: int = 1, **env: str) -> list[QCluster]:
+        group = start_clusters(tmp_path, count, **env)
+        started.append(group)
+        return next(group)
+
+    yield start
+    for group in started:
+        next(group, None)  # runs the generator's cleanup: stop every cluster

@@ -11,7 +11,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +21,11 @@ from django_q.models import OrmQ
 
 from runs import services
 from runs.models import RunMode, RunStatus, TunixRun
-from tests.support.clusters import QCluster, pid_alive, start_clusters, wait_for
+from tests.support.clusters import QCluster, pid_alive, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
 StartClusters = Callable[..., list[QCluster]]
-
-
-@pytest.fixture
-def clusters(tmp_path: Path, demo_dataset: Any) -> Iterator[StartClusters]:
-    started: list[Iterator[list[QCluster]]] = []
-
-    def start(count: int = 1, **env: str) -> list[QCluster]:
-        group = start_clusters(tmp_path, count, **env)
-        started.append(group)
-        return next(group)
-
-    yield start
-    for group in started:
-        next(group, None)  # runs the generator's cleanup: stop every cluster
 
 
 def enqueue(

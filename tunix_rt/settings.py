@@ -118,6 +118,10 @@ if TUNIX_RUN_TIMEOUT_SECONDS > TUNIX_RUN_TIMEOUT_MAX_SECONDS:
         "TUNIX_RUN_TIMEOUT_SECONDS must not exceed TUNIX_RUN_TIMEOUT_MAX_SECONDS"
     )
 
+# /metrics: optional bearer token; how often each process publishes its run metrics.
+TUNIX_METRICS_TOKEN = env_str("TUNIX_METRICS_TOKEN", "")
+TUNIX_METRICS_FLUSH_SECONDS = env_int("TUNIX_METRICS_FLUSH_SECONDS", 10, minimum=1)
+
 # Logs: one line per event; JSON when TUNIX_LOG_JSON=1 (for log shippers).
 TUNIX_LOG_JSON = env_bool("TUNIX_LOG_JSON", False)
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
@@ -136,12 +140,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "django_prometheus",
     # Before django_q: runs' own qcluster command (drain on SIGTERM) takes precedence.
     "runs",
     "django_q",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -151,6 +157,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "tunix_rt.urls"
@@ -196,6 +203,8 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"].pop("pool", None)
 else:
     raise ImproperlyConfigured(f"Unsupported database engine in DATABASE_URL: {_db['ENGINE']}")
+# django-prometheus' wrappers of the same engines count queries, errors and connections.
+_db["ENGINE"] = _db["ENGINE"].replace("django.db.backends.", "django_prometheus.db.backends.")
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -18,7 +18,7 @@ from tunix_rt.settings import DATABASES, VAR_DIR
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # The file SQLite database (not :memory:) lets worker subprocesses share it with the tests.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(os.environ["TUNIX_VAR_DIR"], "test.sqlite3")
     }

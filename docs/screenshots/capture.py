@@ -13,6 +13,7 @@ import json
 import os
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import sync_playwright
 
@@ -22,14 +23,17 @@ PASSWORD = os.environ["TUNIX_PASSWORD"]
 HERE = Path(__file__).resolve().parent
 
 
-def call(method: str, path: str, token: str | None = None, body: dict | None = None) -> dict:
+def call(
+    method: str, path: str, token: str | None = None, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{URL}{path}", data=data, method=method)  # noqa: S310
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Token {token}")
     with urllib.request.urlopen(request) as response:  # noqa: S310 - operator-given URL
-        return json.loads(response.read() or b"{}")
+        answer: dict[str, Any] = json.loads(response.read() or b"{}")
+        return answer
 
 
 def main() -> None:
