@@ -12,7 +12,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from runs import services
-from runs.models import Dataset, TunixRun
+from runs.models import (
+    Dataset,
+    TunixRun,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpointState,
+    WorkerHeartbeat,
+)
 
 
 class DatasetAddForm(forms.ModelForm[Dataset]):
@@ -142,3 +149,55 @@ class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
 
     def has_change_permission(self, request: HttpRequest, obj: TunixRun | None = None) -> bool:
         return False
+
+
+class WebhookAttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "attempted_at", "status_code", "latency_ms", "error"]
+    readonly_fields = ["number", "attempted_at", "status_code", "latency_ms", "error"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+    list_display = [
+        "id",
+        "event_type",
+        "endpoint",
+        "status",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "created_at",
+    ]
+    list_filter = ["status", "event_type"]
+    search_fields = ["=run__id", "endpoint"]
+    date_hierarchy = "created_at"
+    inlines = [WebhookAttemptInline]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(WebhookEndpointState)
+class WebhookEndpointStateAdmin(admin.ModelAdmin[WebhookEndpointState]):
+    list_display = ["url", "disabled_at", "reason"]
+    actions = ["enable"]
+
+    @admin.action(description="Enable the selected endpoints again")
+    def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpointState]) -> None:
+        for state in queryset:
+            services.webhook_endpoint_enable(url=state.url)
+        self.message_user(request, f"{queryset.count()} endpoint(s) enabled.")
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin[WorkerHeartbeat]):
+    list_display = ["worker_id", "host", "pid", "started_at", "seen_at"]
+    readonly_fields = ["worker_id", "host", "pid", "started_at", "seen_at"]

@@ -65,6 +65,13 @@ DB_WRITE_MS = Histogram(
     registry=SHARED,
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "tunix_webhook_attempts",
+    "Webhook delivery attempts by what the delivery became",
+    ["outcome"],
+    registry=SHARED,
+)
+
 _flush_lock = threading.Lock()
 _last_flush = 0.0
 _process: dict[str, Any] = {"role": "web"}

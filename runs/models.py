@@ -232,3 +232,91 @@ class ProcessMetrics(models.Model):
 
     def __str__(self) -> str:
         return self.process_key
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "pending (waiting for its next attempt)"
+    QUEUED = "queued", "queued"
+    DELIVERING = "delivering", "delivering"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed (attempts exhausted)"
+    DISABLED = "disabled", "endpoint disabled"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint. Its id is the Standard Webhooks `webhook-id`, so retries of
+    the same event carry the same id; the unique constraint makes it one event per transition."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(TunixRun, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event_type = models.CharField(max_length=32)
+    endpoint = models.CharField(max_length=2000)
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "event_type", "endpoint"], name="webhook_one_event_per_endpoint"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=DeliveryStatus.values), name="webhook_status_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhook_due_idx",
+            ),
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status__in=["queued", "delivering"]),
+                name="webhook_inflight_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.endpoint} ({self.status})"
+
+    @property
+    def message_id(self) -> str:
+        return f"msg_{self.id.hex}"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveIntegerField()
+    attempted_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.status_code or self.error}"
+
+
+class WebhookEndpointState(models.Model):
+    """An endpoint that answered 410 Gone is disabled until an operator re-enables it."""
+
+    url = models.CharField(max_length=2000, unique=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.url

@@ -7,6 +7,11 @@ from uuid import UUID
 from runs import services, worker
 
 
+def deliver_webhook(delivery_id: str) -> str:
+    """Queue task for one webhook attempt."""
+    return services.webhook_deliver(delivery_id=UUID(delivery_id))
+
+
 def execute_run(run_id: str) -> str:
     """Queue task for one run; safe to deliver more than once (the claim decides)."""
     return services.run_worker_execute(run_id=UUID(run_id), drain_since=worker.drain_since)

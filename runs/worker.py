@@ -45,6 +45,7 @@ def reap_once() -> None:
     try:
         services.worker_heartbeat(worker_id=services.worker_identity())
         services.run_reap()
+        services.webhook_schedule()
         metrics.flush()
         metrics.compact()
         services.worker_heartbeat_prune()

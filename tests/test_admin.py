@@ -75,3 +75,18 @@ def test_bad_dataset_in_the_admin_shows_the_line_and_leaves_nothing(
     assert not Dataset.objects.exists()
     root = Path(settings.TUNIX_DATASETS_ROOT)
     assert not root.exists() or not any(root.iterdir())
+
+
+def test_webhook_deliveries_show_every_attempt(admin_client_logged_in: Client) -> None:
+    from runs.models import WebhookAttempt, WebhookDelivery
+
+    run = TunixRunFactory(completed=True)
+    delivery = WebhookDelivery.objects.create(
+        run=run, event_type="run.completed", endpoint="https://hooks.example/x", payload={}
+    )
+    WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=503, latency_ms=12.5)
+    page = admin_client_logged_in.get(f"/admin/runs/webhookdelivery/{delivery.id}/change/")
+    assert page.status_code == 200
+    assert "503" in page.content.decode()
+    listing = admin_client_logged_in.get("/admin/runs/webhookdelivery/")
+    assert "https://hooks.example/x" in listing.content.decode()

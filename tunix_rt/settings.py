@@ -122,6 +122,24 @@ if TUNIX_RUN_TIMEOUT_SECONDS > TUNIX_RUN_TIMEOUT_MAX_SECONDS:
 TUNIX_METRICS_TOKEN = env_str("TUNIX_METRICS_TOKEN", "")
 TUNIX_METRICS_FLUSH_SECONDS = env_int("TUNIX_METRICS_FLUSH_SECONDS", 10, minimum=1)
 
+# Webhooks on every terminal transition (Standard Webhooks). URLs and secret come from the
+# operator, never from a request. The secret is "whsec_" + base64 (as Standard Webhooks tools
+# generate it). TUNIX_PUBLIC_URL makes the links in the payload absolute.
+TUNIX_WEBHOOK_URLS = env_list("TUNIX_WEBHOOK_URLS", [])
+TUNIX_WEBHOOK_SECRET = env_str("TUNIX_WEBHOOK_SECRET", "")
+TUNIX_WEBHOOK_TIMEOUT_SECONDS = env_int("TUNIX_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+TUNIX_WEBHOOK_MAX_ATTEMPTS = env_int("TUNIX_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+TUNIX_WEBHOOK_BACKOFF_SECONDS = env_int("TUNIX_WEBHOOK_BACKOFF_SECONDS", 10, minimum=1)
+TUNIX_WEBHOOK_BACKOFF_MAX_SECONDS = env_int("TUNIX_WEBHOOK_BACKOFF_MAX_SECONDS", 3600, minimum=1)
+TUNIX_PUBLIC_URL = env_str("TUNIX_PUBLIC_URL", "http://127.0.0.1:8000")
+if TUNIX_WEBHOOK_URLS and not TUNIX_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured(
+        "TUNIX_WEBHOOK_URLS needs TUNIX_WEBHOOK_SECRET of the form whsec_<base64>"
+    )
+for _url in TUNIX_WEBHOOK_URLS:
+    if not _url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"webhook URL must be http(s): {_url!r}")
+
 # Logs: one line per event; JSON when TUNIX_LOG_JSON=1 (for log shippers).
 TUNIX_LOG_JSON = env_bool("TUNIX_LOG_JSON", False)
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
