@@ -57,9 +57,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _isolated_roots(settings: Any, tmp_path: Path) -> None:
-    """Every test gets its own datasets and artifacts directories."""
+    """Every test gets its own datasets and artifacts directories, and no cached tokens."""
+    from runs.api.authentication import clear_cache
+
     settings.TUNIX_DATASETS_ROOT = tmp_path / "datasets"
     settings.TUNIX_ARTIFACTS_ROOT = tmp_path / "artifacts"
+    clear_cache()
 
 
 @pytest.fixture

@@ -82,3 +82,20 @@ def test_health_needs_no_login(api_client: APIClient) -> None:
     response = api_client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_a_deleted_token_stops_working_once_the_cache_expires(
+    operator: User, settings: Any
+) -> None:
+    from rest_framework.authtoken.models import Token
+
+    from runs.api.authentication import clear_cache
+
+    token = Token.objects.create(user=operator)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert client.get("/api/tunix/runs").status_code == 200
+    token.delete()
+    settings.TUNIX_TOKEN_CACHE_SECONDS = 0  # as if the cached entry had expired
+    assert client.get("/api/tunix/runs").status_code == 401
+    clear_cache()

@@ -116,3 +116,14 @@ def test_list_does_not_count_the_table(
     with django_assert_max_num_queries(3) as queries:
         viewer_client.get(URL, {"limit": 20})
     assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def test_fast_list_items_match_the_documented_serializer(viewer_client: APIClient) -> None:
+    from runs import selectors
+    from runs.api.serializers import RunListItemSerializer, list_item
+
+    TunixRunFactory(failed=True)
+    TunixRunFactory()
+    page = selectors.run_list(filters=selectors.RunFilters(), limit=10)
+    documented = [dict(item) for item in RunListItemSerializer(page.items, many=True).data]
+    assert [list_item(run) for run in page.items] == documented

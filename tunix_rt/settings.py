@@ -118,6 +118,9 @@ if TUNIX_RUN_TIMEOUT_SECONDS > TUNIX_RUN_TIMEOUT_MAX_SECONDS:
         "TUNIX_RUN_TIMEOUT_SECONDS must not exceed TUNIX_RUN_TIMEOUT_MAX_SECONDS"
     )
 
+# API tokens are looked up at most this often per process (0: on every request).
+TUNIX_TOKEN_CACHE_SECONDS = env_int("TUNIX_TOKEN_CACHE_SECONDS", 10)
+
 # /metrics: optional bearer token; how often each process publishes its run metrics.
 TUNIX_METRICS_TOKEN = env_str("TUNIX_METRICS_TOKEN", "")
 TUNIX_METRICS_FLUSH_SECONDS = env_int("TUNIX_METRICS_FLUSH_SECONDS", 10, minimum=1)
@@ -260,7 +263,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header turns anonymous requests into 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "runs.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

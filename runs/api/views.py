@@ -40,6 +40,7 @@ from runs.api.serializers import (
     RunListQuerySerializer,
     RunPaginationSerializer,
     RunStatusSerializer,
+    list_item,
 )
 
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the other form fields
@@ -184,7 +185,7 @@ class RunListView(APIView):
             )
         return Response(
             {
-                "data": RunListItemSerializer(page.items, many=True).data,
+                "data": [list_item(run) for run in page.items],
                 "pagination": {
                     "limit": params["limit"],
                     "next_cursor": page.next_cursor,

@@ -1,0 +1,411 @@
+"""Tunix RT's performance baseline against PostgreSQL. Writes bench/results/<stamp>.json.
+
+    .venv/bin/python bench/run.py                      # full run, about ten minutes
+    .venv/bin/python bench/run.py --sizes 10000 --quick
+
+It creates (and drops) its own database, tunix_rt_bench, on BENCH_PG (default
+postgres://postgres@127.0.0.1:5432), serves the app with gunicorn, and runs qcluster workers, all
+on this machine. Numbers are only comparable on the same hardware; the server setup is recorded
+next to each number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from bench.loadgen import closed_loop, open_loop, request  # noqa: E402
+
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = "tunix_rt_bench"
+PORT = int(os.environ.get("BENCH_PORT", "8765"))
+BASE = f"http://127.0.0.1:{PORT}"
+VAR = Path(os.environ.get("BENCH_VAR", "/tmp/tunix-rt-bench"))
+GUNICORN_WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", "3"))
+ENV = {
+    **os.environ,
+    "DATABASE_URL": f"{PG}/{DB_NAME}",
+    "SECRET_KEY": "bench-secret-key",
+    "DEBUG": "0",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "TUNIX_VAR_DIR": str(VAR),
+    "LOG_LEVEL": "WARNING",
+    "DJANGO_SETTINGS_MODULE": "tunix_rt.settings",
+    "TUNIX_Q_POLL": os.environ.get("BENCH_Q_POLL", "0.2"),
+}
+os.environ.update(ENV)
+
+
+def manage(*args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=ENV, check=True)
+
+
+def reset_database() -> None:
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    subprocess.run(["rm", "-rf", str(VAR)], check=True)
+    manage("migrate", "--noinput", "-v0")
+    manage("import_dataset", "runs/demo/tunix-demo-v1.jsonl", "--key", "tunix-demo-v1")
+
+
+def setup_django() -> str:
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = User.objects.create_superuser("bench", password="bench-password-123")
+    return str(Token.objects.create(user=user).key)
+
+
+def seed(total: int) -> int:
+    """Top the table up to ``total`` finished runs, spread over the past, in one SQL statement."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM runs_tunixrun")
+        have = int(cur.fetchone()[0])
+        missing = total - have
+        if missing <= 0:
+            return have
+        cur.execute("SELECT id FROM runs_dataset LIMIT 1")
+        dataset_id = cur.fetchone()[0]
+        cur.execute(
+            """
+            INSERT INTO runs_tunixrun (id, dataset_id, model_id, mode, status, config, queued_at,
+                started_at, completed_at, exit_code, stdout, stderr, error_reason, error_message,
+                attempt, worker_id, heartbeat_at, timeout_seconds, client_request_id,
+                request_fingerprint, created_by_id)
+            SELECT gen_random_uuid(), %s,
+                (ARRAY['google/gemma-3-270m','google/gemma-3-1b','Qwen/Qwen2.5-0.5B'])[1 + i %% 3],
+                CASE WHEN i %% 5 = 0 THEN 'local' ELSE 'dry-run' END,
+                CASE WHEN i %% 10 = 0 THEN 'failed' ELSE 'completed' END,
+                '{"batch_size": 8, "num_epochs": 3}'::jsonb,
+                now() - interval '1 hour' - (i * interval '3 second'),
+                now() - interval '1 hour' - (i * interval '3 second') + interval '100 ms',
+                now() - interval '1 hour' - (i * interval '3 second') + interval '1 second',
+                CASE WHEN i %% 10 = 0 THEN 1 ELSE 0 END,
+                'Dry run: OK', '',
+                CASE WHEN i %% 10 = 0 THEN 'nonzero_exit' ELSE '' END, '',
+                1, 'worker:bench:1', NULL, NULL, NULL, '', NULL
+            FROM generate_series(%s, %s) AS i
+            """,
+            [dataset_id, have + 1, total],
+        )
+        cur.execute("ANALYZE runs_tunixrun")
+    return total
+
+
+class Gunicorn:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "tunix_rt.wsgi",
+                "--workers",
+                str(GUNICORN_WORKERS),
+                "--bind",
+                f"127.0.0.1:{PORT}",
+                "--backlog",
+                "2048",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=ENV,
+            start_new_session=True,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                status, _, _ = asyncio.run(request(f"{BASE}/healthz"))
+                if status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+class Clusters:
+    def __init__(self, count: int) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"],
+                cwd=REPO,
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for _ in range(count)
+        ]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def rss_mib(pids: list[int]) -> list[float]:
+    """Resident memory of the given processes and all their descendants."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True, text=True)
+    rows = [tuple(int(x) for x in line.split()) for line in out.stdout.splitlines() if line.strip()]
+    children: dict[int, list[int]] = {}
+    rss = {}
+    for pid, ppid, kib in rows:
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = kib
+    found: list[float] = []
+    stack = list(pids)
+    while stack:
+        pid = stack.pop()
+        if pid in rss:
+            found.append(round(rss[pid] / 1024, 1))
+        stack += children.get(pid, [])
+    return found
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Token {token}"}
+
+
+def list_benchmarks(token: str, size: int, quick: bool) -> dict[str, Any]:
+    from django.db import connection
+
+    duration = 10 if quick else 30
+    url = f"{BASE}/api/tunix/runs?limit=20"
+    out: dict[str, Any] = {"rows": size}
+    asyncio.run(open_loop(url, rate=50, duration=2, headers=auth(token)))  # warm up
+    out["list_100rps"] = asyncio.run(
+        open_loop(url, rate=100, duration=duration, headers=auth(token))
+    ).summary()
+    out["list_max_8conn"] = asyncio.run(
+        closed_loop(url, connections=8, duration=10, headers=auth(token))
+    ).summary()
+    # A cursor 90 % of the way down the table: what "Older »" gives after thousands of pages.
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT queued_at, id FROM runs_tunixrun ORDER BY queued_at DESC, id DESC "
+            "OFFSET %s LIMIT 1",
+            [int(size * 0.9)],
+        )
+        queued_at, run_id = cur.fetchone()
+    import base64
+
+    raw = json.dumps([queued_at.isoformat(), str(run_id)], separators=(",", ":"))
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    out["deep_cursor_100rps"] = asyncio.run(
+        open_loop(f"{url}&cursor={cursor}", rate=100, duration=10, headers=auth(token))
+    ).summary()
+    out["deep_cursor_max_8conn"] = asyncio.run(
+        closed_loop(f"{url}&cursor={cursor}", connections=8, duration=10, headers=auth(token))
+    ).summary()
+    out["offset_10000_max_8conn"] = asyncio.run(
+        closed_loop(f"{url}&offset=10000", connections=8, duration=5, headers=auth(token))
+    ).summary()
+    return out
+
+
+def enqueue_benchmark(token: str) -> dict[str, Any]:
+    body = json.dumps({"dataset_key": "tunix-demo-v1", "model_id": "google/gemma-3-270m"}).encode()
+    headers = {**auth(token), "Content-Type": "application/json"}
+    result = asyncio.run(
+        closed_loop(
+            f"{BASE}/api/tunix/run?mode=async",
+            connections=8,
+            duration=10,
+            method="POST",
+            headers=headers,
+            body_for=lambda i: body,
+        )
+    )
+    return result.summary()
+
+
+def status_benchmarks(token: str) -> dict[str, Any]:
+    from runs.models import TunixRun
+
+    run = TunixRun.objects.order_by("-queued_at").first()
+    assert run is not None
+    url = f"{BASE}/api/tunix/runs/{run.id}/status"
+    _, headers, _ = asyncio.run(request(url, headers=auth(token)))
+    etag = headers["etag"]
+    return {
+        "status_200_max_8conn": asyncio.run(
+            closed_loop(url, connections=8, duration=10, headers=auth(token))
+        ).summary(),
+        "status_304_max_8conn": asyncio.run(
+            closed_loop(
+                url, connections=8, duration=10, headers={**auth(token), "If-None-Match": etag}
+            )
+        ).summary(),
+    }
+
+
+def clear_pending() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM django_q_ormq")
+        cur.execute(
+            "UPDATE runs_tunixrun SET status='cancelled', completed_at=now() "
+            "WHERE status IN ('pending', 'running')"
+        )
+
+
+def drain_benchmark(clusters: int, runs: int = 2000) -> dict[str, Any]:
+    from django.db.models import Max, Min
+
+    from runs import services
+    from runs.models import TunixRun
+
+    clear_pending()
+    created = [
+        services.run_submit(
+            user=None,
+            dataset_key="tunix-demo-v1",
+            model_id="google/gemma-3-270m",
+            mode="dry-run",
+            config={},
+            enqueue=True,
+        ).run.id
+        for _ in range(runs)
+    ]
+    group = Clusters(clusters)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            left = TunixRun.objects.filter(id__in=created[-1:], status="pending").exists() or (
+                TunixRun.objects.filter(status__in=["pending", "running"]).exists()
+            )
+            if not left:
+                break
+            time.sleep(0.25)
+        span = TunixRun.objects.filter(id__in=created).aggregate(
+            first=Min("started_at"), last=Max("completed_at")
+        )
+        rss = rss_mib([p.pid for p in group.procs])
+    finally:
+        group.stop()
+    done = TunixRun.objects.filter(id__in=created, status="completed").count()
+    seconds = (span["last"] - span["first"]).total_seconds()
+    return {
+        "clusters": clusters,
+        "workers_per_cluster": 2,
+        "runs": runs,
+        "completed": done,
+        "seconds": round(seconds, 2),
+        "runs_per_second": round(done / seconds, 1),
+        "worker_rss_mib": rss,
+    }
+
+
+def pickup_benchmark(token: str, samples: int = 60) -> dict[str, Any]:
+    from runs.models import TunixRun
+
+    clear_pending()
+    group = Clusters(1)
+    time.sleep(4)  # the cluster is up and idle
+    body = json.dumps({"dataset_key": "tunix-demo-v1", "model_id": "google/gemma-3-270m"}).encode()
+    headers = {**auth(token), "Content-Type": "application/json"}
+    pickups: list[float] = []
+    try:
+        for _ in range(samples):
+            _, _, payload = asyncio.run(
+                request(
+                    f"{BASE}/api/tunix/run?mode=async", method="POST", headers=headers, body=body
+                )
+            )
+            run_id = json.loads(payload)["run_id"]
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                run = TunixRun.objects.only("queued_at", "started_at").get(id=run_id)
+                if run.started_at:
+                    pickups.append((run.started_at - run.queued_at).total_seconds() * 1000)
+                    break
+                time.sleep(0.02)
+            time.sleep(0.35)  # out of phase with the poll interval
+    finally:
+        group.stop()
+    pickups.sort()
+    return {
+        "samples": len(pickups),
+        "median_ms": round(pickups[len(pickups) // 2], 1),
+        "p99_ms": round(pickups[min(len(pickups) - 1, int(0.99 * len(pickups)))], 1),
+        "max_ms": round(pickups[-1], 1),
+        "poll_seconds": float(ENV["TUNIX_Q_POLL"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--quick", action="store_true", help="10 s instead of 30 s at 100 r/s")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    reset_database()
+    token = setup_django()
+    report: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "setup": {
+            "gunicorn": f"{GUNICORN_WORKERS} sync workers",
+            "qcluster": "2 workers per cluster, poll " + ENV["TUNIX_Q_POLL"] + " s",
+            "database": "PostgreSQL on the same machine",
+            "log_level": "WARNING",
+        },
+        "sizes": [],
+    }
+    for size in sizes:
+        seed(size)
+        web = Gunicorn()
+        try:
+            entry = list_benchmarks(token, size, args.quick)
+            entry["web_rss_mib"] = rss_mib([web.proc.pid])
+            if size == sizes[0]:
+                entry["pickup"] = pickup_benchmark(token)
+            if size in (sizes[0], sizes[-1]):
+                entry["drain"] = [drain_benchmark(1), drain_benchmark(3)]
+            if size == sizes[-1]:
+                entry["enqueue_8conn"] = enqueue_benchmark(token)
+                entry.update(status_benchmarks(token))
+                entry["web_rss_after_mib"] = rss_mib([web.proc.pid])
+        finally:
+            web.stop()
+        report["sizes"].append(entry)
+        print(json.dumps(entry, indent=1), flush=True)
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
