@@ -65,6 +65,12 @@ DB_WRITE_MS = Histogram(
     registry=SHARED,
 )
 
+RUNS_RECOVERED = Counter(
+    "tunix_runs_recovered",
+    "Runs the reaper recovered: requeued or failed (worker lost), or re-enqueued (task lost)",
+    ["action"],
+    registry=SHARED,
+)
 WEBHOOK_ATTEMPTS = Counter(
     "tunix_webhook_attempts",
     "Webhook delivery attempts by what the delivery became",

@@ -753,6 +753,9 @@ def run_reap(*, batch: int = 200) -> ReapReport:
                 if run is not None:
                     _enqueue_task(run)
                     reenqueued.append(run_id)
+    for action, ids in (("requeued", requeued), ("failed", failed), ("reenqueued", reenqueued)):
+        if ids:
+            metrics.RUNS_RECOVERED.labels(action).inc(len(ids))
     if requeued or failed or reenqueued:
         log.warning(
             "run_reap",
