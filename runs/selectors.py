@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from django.db.models import Q, QuerySet
@@ -66,11 +66,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(stamp, str) or not isinstance(run_id, str):
+            raise TypeError("cursor fields are strings")
         moment = datetime.fromisoformat(stamp)
         if moment.tzinfo is None:
             raise ValueError("naive timestamp")
-        return moment, UUID(run_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        # Normalise to UTC here: an instant outside years 1-9999 in UTC is refused now,
+        # not when the database adapter converts it.
+        return moment.astimezone(UTC), UUID(run_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this server issued") from None
 
 

@@ -418,7 +418,12 @@ class RunOutcome:
 
 
 def run_finish(
-    *, run_id: UUID, attempt: int, outcome: RunOutcome, started_at: datetime | None = None
+    *,
+    run_id: UUID,
+    attempt: int,
+    outcome: RunOutcome,
+    started_at: datetime | None = None,
+    op: str = "run_finish",
 ) -> bool:
     """running -> terminal, fenced on the attempt that did the work."""
     limit = settings.TUNIX_OUTPUT_MAX_BYTES
@@ -426,7 +431,7 @@ def run_finish(
         run_id=run_id,
         source=RunStatus.RUNNING,
         target=outcome.status,
-        op="run_finish",
+        op=op,
         expected_attempt=attempt,
         run_started_at=started_at,
         completed_at=timezone.now(),
@@ -717,19 +722,16 @@ def run_reap(*, batch: int = 200) -> ReapReport:
     ).values_list("id", "attempt", "started_at")[:batch]
     for run_id, attempt, started_at in stale:
         if attempt >= settings.TUNIX_RUN_MAX_ATTEMPTS:
-            if _transition(
-                run_id=run_id,
-                source=RunStatus.RUNNING,
-                target=RunStatus.FAILED,
-                op="run_reap",
-                expected_attempt=attempt,
-                run_started_at=started_at,
-                completed_at=timezone.now(),
-                error_reason=FailureReason.WORKER_LOST,
-                error_message=(
+            lost = RunOutcome(
+                status=RunStatus.FAILED,
+                reason=FailureReason.WORKER_LOST,
+                message=(
                     f"worker stopped heart-beating during attempt {attempt} of "
                     f"{settings.TUNIX_RUN_MAX_ATTEMPTS}; no attempts left"
                 ),
+            )
+            if run_finish(
+                run_id=run_id, attempt=attempt, outcome=lost, started_at=started_at, op="run_reap"
             ):
                 failed.append(run_id)
         elif run_requeue(run_id=run_id, attempt=attempt, reason="worker lost"):

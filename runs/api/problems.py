@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -89,6 +90,11 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         extra["instance"] = request.path
     response.data = problem(response.status_code, detail, **extra)
     renderer = getattr(request, "accepted_renderer", None)
-    if renderer is None or getattr(renderer, "format", "json") == "json":
+    if getattr(renderer, "media_type", "") != "text/html":
+        # Whatever the view renders on success (the schema view: YAML), a problem is JSON.
+        # A browser that asked for HTML keeps the browsable error page.
+        if request is not None:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = PROBLEM_CONTENT_TYPE
         response.content_type = PROBLEM_CONTENT_TYPE
     return response

@@ -1,6 +1,6 @@
 """The seed system's REST paths (no trailing slashes), kept for its clients."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from runs.api import views
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("tunix/runs/<str:run_id>/cancel", views.RunCancelView.as_view(), name="run-cancel"),
     path("tunix/datasets", views.DatasetListView.as_view(), name="dataset-list"),
     path("tunix/datasets/<str:key>", views.DatasetDetailView.as_view(), name="dataset-detail"),
+    # Last: every other path under tunix/ (a typo, a trailing slash) answers a problem+json 404.
+    re_path(r"^tunix/(?P<path>.*)$", views.UnknownPathView.as_view(), name="unknown"),
 ]

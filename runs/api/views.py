@@ -27,6 +27,7 @@ from rest_framework.exceptions import (
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from runs import selectors, services
@@ -160,7 +161,11 @@ class RunListView(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        query = RunListQuerySerializer(data=request.query_params.dict())
+        raw = request.query_params.dict()
+        if api_settings.URL_FORMAT_OVERRIDE:
+            # DRF's ?format=json (the browsable API links to it) picks a renderer, not a filter.
+            raw.pop(api_settings.URL_FORMAT_OVERRIDE, None)
+        query = RunListQuerySerializer(data=raw)
         query.is_valid(raise_exception=True)
         params = query.validated_data
         filters = selectors.RunFilters(
@@ -297,3 +302,16 @@ class DatasetDetailView(APIView):
         if dataset is None:
             raise NotFound(f"no dataset {key!r}")
         return Response(DatasetSerializer(dataset).data)
+
+
+@extend_schema(exclude=True)
+class UnknownPathView(APIView):
+    """Any other path under /api/tunix/: a problem+json 404 instead of Django's HTML page."""
+
+    def _not_found(self, request: Request, path: str) -> Response:
+        hint = ""
+        if request.path.endswith("/"):
+            hint = f"; paths have no trailing slash: {request.path.rstrip('/')}"
+        raise NotFound(f"no such endpoint {request.path}{hint}")
+
+    get = post = put = patch = delete = _not_found
