@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -69,6 +69,11 @@ RUNS_RECOVERED = Counter(
     "tunix_runs_recovered",
     "Runs the reaper recovered: requeued or failed (worker lost), or re-enqueued (task lost)",
     ["action"],
+    registry=SHARED,
+)
+REQUESTS_SHED = Counter(
+    "tunix_http_requests_shed",
+    "Requests answered 503 because they waited too long before they could be served",
     registry=SHARED,
 )
 WEBHOOK_ATTEMPTS = Counter(
@@ -135,6 +140,21 @@ def maybe_flush() -> None:
         flush()
     except Exception:  # metrics must never break a run write
         log.exception("metrics_flush_failed")
+
+
+class FlushMiddleware:
+    """After each served request, flush this process's counters (sheds, sync runs) if
+    TUNIX_METRICS_FLUSH_SECONDS have passed, so they reach /metrics even when scrapes land on
+    other web processes."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 503:  # never add a write to an overloaded process
+            maybe_flush()
+        return response
 
 
 def _merge(rows: Iterator[dict[str, Any]]) -> list[Metric]:

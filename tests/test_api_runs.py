@@ -502,6 +502,52 @@ def test_fast_list_items_match_the_documented_serializer() -> None:
 
     TunixRunFactory(failed=True)
     TunixRunFactory()
-    page = selectors.run_list(filters=selectors.RunFilters(), limit=10)
-    documented = [dict(item) for item in RunListItemSerializer(page.items, many=True).data]
-    assert [list_item(run) for run in page.items] == documented
+    runs = selectors.run_list(filters=selectors.RunFilters(), limit=10).items
+    rows = selectors.run_list_rows(filters=selectors.RunFilters(), limit=10).items
+    documented = [dict(item) for item in RunListItemSerializer(runs, many=True).data]
+    assert [list_item(row) for row in rows] == documented
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"status": "failed"},
+        {"mode": "local"},
+        {"dataset_key": "other-v1"},
+        {"status": "completed", "mode": "dry-run", "dataset_key": "other-v1"},
+        {"dataset_key": "missing-v1"},
+    ],
+)
+def test_the_api_rows_and_the_page_models_walk_the_same_pages(filters: dict[str, str]) -> None:
+    from runs import selectors
+
+    base, other = DatasetFactory(key="base-v1"), DatasetFactory(key="other-v1")
+    moment = timezone.now()
+    for i in range(9):
+        # Three runs share each timestamp, so ties are broken by id across page ends.
+        TunixRunFactory(
+            queued_at=moment - timedelta(seconds=i // 3),
+            dataset=other if i % 2 else base,
+            mode=RunMode.LOCAL if i % 3 == 0 else RunMode.DRY_RUN,
+            failed=i % 4 == 0,
+        )
+    chosen = selectors.RunFilters(**filters)
+    walked_rows, walked_models = [], []
+    row_cursor = model_cursor = None
+    for _ in range(10):
+        rows = selectors.run_list_rows(filters=chosen, limit=2, cursor=row_cursor)
+        models = selectors.run_list(filters=chosen, limit=2, cursor=model_cursor)
+        walked_rows += [(r.id, r.dataset_key, r.status, r.queued_at) for r in rows.items]
+        walked_models += [(m.id, m.dataset.key, m.status, m.queued_at) for m in models.items]
+        assert rows.next_cursor == models.next_cursor
+        row_cursor, model_cursor = rows.next_cursor, models.next_cursor
+        if row_cursor is None:
+            break
+    assert walked_rows == walked_models
+    assert (
+        len(walked_rows)
+        == TunixRun.objects.filter(
+            **{("dataset__key" if k == "dataset_key" else k): v for k, v in filters.items()}
+        ).count()
+    )

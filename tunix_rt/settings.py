@@ -79,6 +79,10 @@ TUNIX_DATASETS_ROOT = Path(env_str("TUNIX_DATASETS_ROOT", str(VAR_DIR / "dataset
 TUNIX_ARTIFACTS_ROOT = Path(env_str("TUNIX_ARTIFACTS_ROOT", str(VAR_DIR / "artifacts")))
 
 # Execution limits.
+# Load shedding (runs/shedding.py): a request that waited longer than this before Django saw it
+# is answered 503 with Retry-After (0 turns shedding off).
+TUNIX_WEB_MAX_QUEUE_MS = env_int("TUNIX_WEB_MAX_QUEUE_MS", 500)
+TUNIX_WEB_RETRY_AFTER_SECONDS = env_int("TUNIX_WEB_RETRY_AFTER_SECONDS", 1, minimum=1)
 TUNIX_OUTPUT_MAX_BYTES = env_int("TUNIX_OUTPUT_MAX_BYTES", 10240, minimum=256)
 TUNIX_RUN_TIMEOUT_SECONDS = env_int("TUNIX_RUN_TIMEOUT_SECONDS", 3600, minimum=1)
 TUNIX_RUN_TIMEOUT_MAX_SECONDS = env_int("TUNIX_RUN_TIMEOUT_MAX_SECONDS", 6 * 3600, minimum=1)
@@ -169,6 +173,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # First real work of a request: a shed request costs no session, CSRF or database work.
+    "runs.shedding.LoadSheddingMiddleware",
+    "runs.metrics.FlushMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -312,7 +319,10 @@ Q_CLUSTER: dict[str, Any] = {
     "retry": 3 * _task_timeout + 60,
     "max_attempts": 3,
     "ack_failures": True,
-    "save_limit": 1000,
+    # The run row records every outcome; django-q2's Success rows would only duplicate it, and
+    # pruning them (save_limit > 0) locks the whole Success table on every task. Failures are
+    # still kept for the admin.
+    "save_limit": -1,
     "daemonize_workers": False,
     "catch_up": False,
 }

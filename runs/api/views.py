@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -144,6 +147,16 @@ class RunSubmitView(APIView):
         return Response(body, status=code, headers=headers)
 
 
+@functools.lru_cache(maxsize=1024)
+def _list_query(items: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+    """Validated list parameters. Pollers repeat the same few queries, and a serializer costs a
+    deep copy of its fields per request, so valid answers are remembered (errors raise, and are
+    not)."""
+    query = RunListQuerySerializer(data=dict(items))
+    query.is_valid(raise_exception=True)
+    return MappingProxyType(dict(query.validated_data))
+
+
 class RunListView(APIView):
     @extend_schema(
         operation_id="run_list",
@@ -165,16 +178,14 @@ class RunListView(APIView):
         if api_settings.URL_FORMAT_OVERRIDE:
             # DRF's ?format=json (the browsable API links to it) picks a renderer, not a filter.
             raw.pop(api_settings.URL_FORMAT_OVERRIDE, None)
-        query = RunListQuerySerializer(data=raw)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = _list_query(tuple(sorted(raw.items())))
         filters = selectors.RunFilters(
             status=params.get("status"),
             dataset_key=params.get("dataset_key"),
             mode=params.get("mode"),
         )
         try:
-            page = selectors.run_list(
+            page = selectors.run_list_rows(
                 filters=filters,
                 limit=params["limit"],
                 cursor=params.get("cursor"),
