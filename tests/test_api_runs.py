@@ -551,3 +551,15 @@ def test_the_api_rows_and_the_page_models_walk_the_same_pages(filters: dict[str,
             **{("dataset__key" if k == "dataset_key" else k): v for k, v in filters.items()}
         ).count()
     )
+
+
+def test_the_fast_accepted_body_matches_the_documented_serializer() -> None:
+    from rest_framework.test import APIRequestFactory
+
+    from runs.api.serializers import RunAcceptedSerializer, accepted_item
+
+    run = TunixRunFactory()
+    request = APIRequestFactory().get("/")
+    documented = dict(RunAcceptedSerializer(run, context={"request": request}).data)
+    assert accepted_item(run, documented["status_url"]) == documented
+    assert documented["status_url"].endswith(f"/api/tunix/runs/{run.id}/status")

@@ -44,6 +44,7 @@ from runs.api.serializers import (
     RunListQuerySerializer,
     RunPaginationSerializer,
     RunStatusSerializer,
+    accepted_item,
     list_item,
 )
 
@@ -135,7 +136,10 @@ class RunSubmitView(APIView):
             kwargs["client_request_id"] = header_key
         if mode == "async":
             submission = services.run_submit(user=request.user, enqueue=True, **kwargs)
-            body = RunAcceptedSerializer(submission.run, context={"request": request}).data
+            status_url = request.build_absolute_uri(
+                reverse("api:run-status", kwargs={"run_id": submission.run.id})
+            )
+            body = accepted_item(submission.run, status_url)
             code: int = status.HTTP_202_ACCEPTED
         else:
             submission = services.run_sync(user=request.user, **kwargs)
