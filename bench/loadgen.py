@@ -20,16 +20,29 @@ from urllib.parse import urlsplit
 class Result:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    by_status: dict[int, list[float]] = field(default_factory=dict)
     errors: int = 0
     elapsed_s: float = 0.0
 
     def add(self, status: int, latency_ms: float) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.latencies_ms.append(latency_ms)
+        self.by_status.setdefault(status, []).append(latency_ms)
 
     def summary(self) -> dict[str, object]:
-        lat = sorted(self.latencies_ms)
+        out = self._summary(sorted(self.latencies_ms))
+        if len(self.by_status) > 1:
+            out["latency_by_status"] = {
+                code: {
+                    k: v
+                    for k, v in self._summary(sorted(lat)).items()
+                    if k in {"requests", "p50_ms", "p99_ms", "max_ms"}
+                }
+                for code, lat in sorted(self.by_status.items())
+            }
+        return out
 
+    def _summary(self, lat: list[float]) -> dict[str, object]:
         def pct(p: float) -> float:
             if not lat:
                 return float("nan")
@@ -75,8 +88,15 @@ async def request(
 
 
 async def open_loop(
-    url: str, *, rate: float, duration: float, headers: dict[str, str] | None = None
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
 ) -> Result:
+    """Requests due at a fixed rate; one that takes longer than ``timeout`` counts as an
+    error (a client that gave up)."""
     result = Result()
     total = int(rate * duration)
     start = time.perf_counter() + 0.05
@@ -85,8 +105,8 @@ async def open_loop(
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         try:
-            status, _, _ = await request(url, headers=headers)
-        except (OSError, asyncio.IncompleteReadError):
+            status, _, _ = await asyncio.wait_for(request(url, headers=headers), timeout)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
             result.errors += 1
             return
         result.add(status, (time.perf_counter() - due) * 1000.0)

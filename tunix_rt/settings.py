@@ -311,6 +311,8 @@ _task_timeout = TUNIX_RUN_TIMEOUT_MAX_SECONDS + TUNIX_KILL_GRACE_SECONDS + 60
 Q_CLUSTER: dict[str, Any] = {
     "name": env_str("TUNIX_Q_NAME", "tunix_rt"),
     "orm": "default",
+    # The ORM broker with FOR UPDATE SKIP LOCKED claims on PostgreSQL (runs/broker.py).
+    "broker_class": "runs.broker.SkipLockedORM",
     "workers": env_int("TUNIX_Q_WORKERS", 2, minimum=1),
     "queue_limit": 1,
     "bulk": 1,
