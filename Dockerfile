@@ -10,4 +10,4 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
 RUN useradd --system --home /app tunix && mkdir -p "$TUNIX_VAR_DIR" && chown tunix "$TUNIX_VAR_DIR"
 USER tunix
 EXPOSE 8000
-CMD ["gunicorn", "tunix_rt.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]
+CMD ["gunicorn", "-c", "python:tunix_rt.gunicorn_conf", "tunix_rt.wsgi"]

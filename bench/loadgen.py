@@ -61,17 +61,24 @@ class Result:
         }
 
 
-async def request(
-    url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes = b""
-) -> tuple[int, dict[str, str], bytes]:
+def _encode(
+    method: str, url: str, headers: dict[str, str] | None, body: bytes, keepalive: bool
+) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}"]
+    lines.append("Connection: keep-alive" if keepalive else "Connection: close")
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if body:
         lines.append(f"Content-Length: {len(body)}")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    wire = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return parts.hostname or "127.0.0.1", parts.port or 80, wire
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wire: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    writer.write(wire)
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -82,9 +89,71 @@ async def request(
             name, value = line.split(":", 1)
             response_headers[name.strip().lower()] = value.strip()
     length = int(response_headers.get("content-length", "0") or 0)
-    payload = await reader.readexactly(length) if length else await reader.read()
-    writer.close()
+    if length:
+        payload = await reader.readexactly(length)
+    elif status in (204, 304) or "content-length" in response_headers:
+        payload = b""
+    else:
+        payload = await reader.read()
     return status, response_headers, payload
+
+
+async def request(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection."""
+    host, port, wire = _encode(method, url, headers, body, keepalive=False)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        return await _exchange(reader, writer, wire)
+    finally:
+        writer.close()
+
+
+class Pool:
+    """Kept-alive connections, as an HTTP client library or a browser keeps them: a request
+    takes an idle connection, or opens one when none is idle."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def request(
+        self, url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        _, _, wire = _encode(method, url, headers, b"", keepalive=True)
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if writer.is_closing() or reader.at_eof():
+                writer.close()
+                continue
+            try:
+                answer = await _exchange(reader, writer, wire)
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()  # the server closed an idle connection: open a fresh one
+                continue
+            self._release(reader, writer, answer[1])
+            return answer
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened += 1
+        answer = await _exchange(reader, writer, wire)
+        self._release(reader, writer, answer[1])
+        return answer
+
+    def _release(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> None:
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
 
 
 async def open_loop(
@@ -94,10 +163,13 @@ async def open_loop(
     duration: float,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
+    keepalive: bool = False,
 ) -> Result:
     """Requests due at a fixed rate; one that takes longer than ``timeout`` counts as an
-    error (a client that gave up)."""
+    error (a client that gave up). ``keepalive`` reuses connections from a pool; otherwise
+    each request opens its own, as many separate small clients do."""
     result = Result()
+    pool = Pool(url) if keepalive else None
     total = int(rate * duration)
     start = time.perf_counter() + 0.05
 
@@ -105,7 +177,8 @@ async def open_loop(
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         try:
-            status, _, _ = await asyncio.wait_for(request(url, headers=headers), timeout)
+            call = pool.request(url, headers=headers) if pool else request(url, headers=headers)
+            status, _, _ = await asyncio.wait_for(call, timeout)
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             result.errors += 1
             return
@@ -113,6 +186,8 @@ async def open_loop(
 
     await asyncio.gather(*(one(i) for i in range(total)))
     result.elapsed_s = time.perf_counter() - start
+    if pool:
+        pool.close()
     return result
 
 
@@ -155,11 +230,18 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=8, help="closed loop clients")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--token", default="")
+    parser.add_argument("--keepalive", action="store_true", help="open loop: reuse connections")
     args = parser.parse_args()
     auth = {"Authorization": f"Token {args.token}"} if args.token else {}
     if args.rate:
         outcome = asyncio.run(
-            open_loop(args.url, rate=args.rate, duration=args.duration, headers=auth)
+            open_loop(
+                args.url,
+                rate=args.rate,
+                duration=args.duration,
+                headers=auth,
+                keepalive=args.keepalive,
+            )
         )
     else:
         outcome = asyncio.run(

@@ -66,6 +66,9 @@ def shed_response(waited_ms: float) -> HttpResponse:
     response = HttpResponse(json.dumps(body), status=503, content_type="application/problem+json")
     response["Retry-After"] = str(settings.TUNIX_WEB_RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
+    # Django logs every 5xx at ERROR; under overload that is thousands of lines a second, at
+    # the worst moment. The shed counter (and the access log) already say it.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

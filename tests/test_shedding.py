@@ -127,3 +127,13 @@ def test_sheds_reach_the_database_with_the_next_served_request(
     row = ProcessMetrics.objects.get(process_key=metrics.process_key())
     names = {family["name"] for family in row.data["families"]}
     assert "tunix_http_requests_shed" in names
+
+
+@pytest.mark.django_db
+def test_a_shed_request_is_not_logged_as_a_server_error(
+    viewer_client: APIClient, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.TUNIX_WEB_MAX_QUEUE_MS = 500
+    with caplog.at_level("WARNING", logger="django.request"):
+        assert get(viewer_client, {"tunix.queue_ms": 900.0}).status_code == 503
+    assert not [r for r in caplog.records if r.name == "django.request"]
