@@ -117,8 +117,12 @@ def seed(total: int) -> int:
     return total
 
 
+ACCESS_LOG = VAR / "access.log"
+
+
 class Gunicorn:
-    """The production web setup (tunix_rt/gunicorn_conf.py), bound to the bench port."""
+    """The production web setup (tunix_rt/gunicorn_conf.py), bound to the bench port, with an
+    access log of each request's server time (gunicorn's %(D)s, microseconds)."""
 
     def __init__(self, **env: str) -> None:
         self.proc = subprocess.Popen(
@@ -136,6 +140,10 @@ class Gunicorn:
                 f"127.0.0.1:{PORT}",
                 "--log-level",
                 "warning",
+                "--access-logfile",
+                str(ACCESS_LOG),
+                "--access-logformat",
+                "%(D)s %(s)s %(U)s",
                 "tunix_rt.wsgi",
             ],
             cwd=REPO,
@@ -189,7 +197,8 @@ def rss_mib(pids: list[int]) -> list[float]:
     rss = {}
     for pid, ppid, kib in rows:
         children.setdefault(ppid, []).append(pid)
-        rss[pid] = kib
+        if kib:  # 0: a process that is exiting
+            rss[pid] = kib
     found: list[float] = []
     stack = list(pids)
     while stack:
@@ -198,6 +207,34 @@ def rss_mib(pids: list[int]) -> list[float]:
             found.append(round(rss[pid] / 1024, 1))
         stack += children.get(pid, [])
     return found
+
+
+def log_offset() -> int:
+    return ACCESS_LOG.stat().st_size if ACCESS_LOG.exists() else 0
+
+
+def server_times(since: int, path: str) -> dict[str, Any]:
+    """Percentiles of the server's own time (request read to response written) for ``path``
+    in the access log lines written after offset ``since``: the latency without the client."""
+    with ACCESS_LOG.open("rb") as log:
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
+    micros = sorted(
+        int(parts[0]) for parts in (line.split() for line in lines) if parts[2:3] == [path]
+    )
+    if not micros:
+        return {}
+
+    def pct(p: float) -> float:
+        return round(micros[min(len(micros) - 1, int(p / 100 * len(micros)))] / 1000, 2)
+
+    return {
+        "requests": len(micros),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "max_ms": round(micros[-1] / 1000, 2),
+    }
 
 
 def auth(token: str) -> dict[str, str]:
@@ -254,11 +291,18 @@ def list_benchmarks(token: str, size: int, quick: bool) -> dict[str, Any]:
     asyncio.run(open_loop(url, rate=50, duration=2, headers=auth(token)))  # warm up
     # Pooled keep-alive connections, as API clients and browsers poll; then a new connection
     # per request, the worst case (every request pays TCP setup and gunicorn's accept).
+    mark = log_offset()
     out["list_100rps"] = asyncio.run(
         open_loop(url, rate=100, duration=duration, headers=auth(token), keepalive=True)
     ).summary()
+    out["list_100rps_server"] = server_times(mark, "/api/tunix/runs")
     out["list_100rps_new_conn"] = asyncio.run(
         open_loop(url, rate=100, duration=duration, headers=auth(token))
+    ).summary()
+    # The same client against /healthz (no database, ~0.3 ms of server time): the floor that
+    # the client, loopback TCP and gunicorn add to every latency above.
+    out["healthz_100rps"] = asyncio.run(
+        open_loop(f"{BASE}/healthz", rate=100, duration=10, keepalive=True)
     ).summary()
     out["list_max_8conn"] = max_throughput(url, headers=auth(token))
     # A cursor 90 % of the way down the table: what "Older" gives after thousands of pages.
@@ -273,6 +317,7 @@ def list_benchmarks(token: str, size: int, quick: bool) -> dict[str, Any]:
 
     raw = json.dumps([queued_at.isoformat(), str(run_id)], separators=(",", ":"))
     cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    mark = log_offset()
     out["deep_cursor_100rps"] = asyncio.run(
         open_loop(
             f"{url}&cursor={cursor}",
@@ -282,6 +327,7 @@ def list_benchmarks(token: str, size: int, quick: bool) -> dict[str, Any]:
             keepalive=True,
         )
     ).summary()
+    out["deep_cursor_100rps_server"] = server_times(mark, "/api/tunix/runs")
     out["deep_cursor_max_8conn"] = max_throughput(f"{url}&cursor={cursor}", headers=auth(token))
     out["offset_10000_max_8conn"] = max_throughput(
         f"{url}&offset=10000", headers=auth(token), repeats=1

@@ -14,29 +14,32 @@ from __future__ import annotations
 from time import sleep
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import OrmQ
 
 
 class SkipLockedORM(ORM):  # type: ignore[misc]
     def dequeue(self) -> list[tuple[Any, Any]] | None:
-        if not connections[Conf.ORM].features.has_select_for_update_skip_locked:
+        connection = connections[Conf.ORM]
+        if not connection.features.has_select_for_update_skip_locked:
             return super().dequeue()  # type: ignore[no-any-return]
-        queue = self.get_connection()
-        with transaction.atomic(using=Conf.ORM):
-            tasks = list(
-                queue.select_for_update(skip_locked=True)
-                .filter(key=self.list_key, lock__lt=timezone.now())
-                .order_by("id")
-                .values_list("id", "payload")[: Conf.BULK]
+        self.get_connection()  # django-q2's own housekeeping: drop stale connections
+        table = connection.ops.quote_name(OrmQ._meta.db_table)
+        now = timezone.now()
+        # One statement, one round trip, its own transaction: pick the oldest unlocked tasks
+        # nobody else is picking right now, and lock them until ``retry`` seconds from now.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET lock = %s WHERE id IN ("  # noqa: S608 (name from model meta)
+                f"SELECT id FROM {table} WHERE key = %s AND lock < %s "
+                "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, payload",
+                [self.timeout(None), self.list_key, now, Conf.BULK],
             )
-            if tasks:
-                queue.filter(id__in=[task_id for task_id, _ in tasks]).update(
-                    lock=self.timeout(None)
-                )
+            tasks = sorted(cursor.fetchall())
         if tasks:
-            return tasks
+            return [(task_id, payload) for task_id, payload in tasks]
         sleep(Conf.POLL)  # empty queue: spare the database
         return None
