@@ -30,4 +30,3 @@ forwarded_allow_ips = os.environ.get("TUNIX_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("TUNIX_WEB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("TUNIX_WEB_LOG_LEVEL", "info")
-

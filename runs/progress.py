@@ -1,0 +1,123 @@
+"""Training progress as the trainer reports it on stdout, one machine-readable line per event:
+
+    TUNIX_PROGRESS {"step": 5, "total_steps": 20, "loss": 2.75}
+    TUNIX_RESULT {"train_loss": 2.1, "eval_loss": 2.4, "steps": 20, "tokens_per_second": 812.5,
+                  "wall_seconds": 11.2}
+
+Anything else on stdout is ordinary output. Like the executor, this module imports nothing from
+Django: the worker feeds it lines and reads what changed on its heartbeat tick.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PROGRESS_PREFIX = "TUNIX_PROGRESS "
+RESULT_PREFIX = "TUNIX_RESULT "
+MAX_LINE_CHARS = 4096  # a progress line is small; a longer one is ordinary output
+MAX_CURVE_POINTS = 200  # the stored loss curve; older points are thinned, never the newest
+RESULT_KEYS = ("train_loss", "eval_loss", "steps", "tokens_per_second", "wall_seconds")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or number < 0 or number != int(number):
+        return None
+    return int(number)
+
+
+def _payload(line: str, prefix: str) -> dict[str, Any] | None:
+    if not line.startswith(prefix) or len(line) > MAX_LINE_CHARS:
+        return None
+    try:
+        data = json.loads(line[len(prefix) :])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def thin(curve: list[list[float]], limit: int = MAX_CURVE_POINTS) -> list[list[float]]:
+    """At most ``limit`` points: every other one of the older points goes, the newest stays."""
+    while len(curve) > limit:
+        curve = curve[:-1][::2] + curve[-1:]
+    return curve
+
+
+@dataclass
+class ProgressTracker:
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    curve: list[list[float]] = field(default_factory=list)
+    result: dict[str, float] = field(default_factory=dict)
+    changed: bool = False
+
+    def feed_line(self, line: str) -> None:
+        """Take one stdout line; lines that are not well-formed progress are ignored."""
+        line = line.strip()
+        if (data := _payload(line, PROGRESS_PREFIX)) is not None:
+            step = _count(data.get("step"))
+            if step is None:
+                return
+            self.step = step
+            total = _count(data.get("total_steps"))
+            if total is not None and total >= step:
+                self.total_steps = total
+            loss = _number(data.get("loss"))
+            if loss is not None:
+                self.loss = loss
+                self.curve = thin([*self.curve, [step, round(loss, 6)]])
+            self.changed = True
+        elif (data := _payload(line, RESULT_PREFIX)) is not None:
+            for key in RESULT_KEYS:
+                value = _number(data.get(key))
+                if value is not None:
+                    self.result[key] = value
+            self.changed = True
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the run row stores: ``progress``, ``loss_curve`` and ``metrics``."""
+        progress: dict[str, Any] = {}
+        if self.step is not None:
+            progress = {"step": self.step, "total_steps": self.total_steps, "loss": self.loss}
+        return {"progress": progress, "loss_curve": self.curve, "metrics": dict(self.result)}
+
+    def take(self) -> dict[str, Any] | None:
+        """The snapshot if anything changed since the last take, else None."""
+        if not self.changed:
+            return None
+        self.changed = False
+        return self.snapshot()
+
+
+class LineSplitter:
+    """Bytes in, complete lines out (UTF-8, errors replaced); a line longer than the limit is
+    cut, so a flood without newlines cannot grow memory."""
+
+    def __init__(self, on_line: Any, limit: int = MAX_LINE_CHARS) -> None:
+        self.on_line = on_line
+        self.limit = limit
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for raw in lines:
+            self.on_line(raw[: self.limit].decode("utf-8", "replace"))
+        if len(self.buffer) > self.limit:
+            self.buffer = b""  # not a progress line: drop it rather than keep it growing
+
+    def close(self) -> None:
+        if self.buffer:
+            self.on_line(self.buffer[: self.limit].decode("utf-8", "replace"))
+            self.buffer = b""

@@ -1,0 +1,87 @@
+"""runs/progress.py: the trainer's progress lines, parsed without Django or Tunix."""
+
+from __future__ import annotations
+
+import pytest
+
+from runs.progress import MAX_CURVE_POINTS, LineSplitter, ProgressTracker, thin
+
+
+def test_progress_lines_update_step_total_loss_and_the_curve() -> None:
+    tracker = ProgressTracker()
+    tracker.feed_line('TUNIX_PROGRESS {"step": 1, "total_steps": 20, "loss": 5.5}')
+    tracker.feed_line('TUNIX_PROGRESS {"step": 2, "total_steps": 20, "loss": 4.25}\n')
+    assert tracker.take() == {
+        "progress": {"step": 2, "total_steps": 20, "loss": 4.25},
+        "loss_curve": [[1, 5.5], [2, 4.25]],
+        "metrics": {},
+    }
+    assert tracker.take() is None  # nothing new since
+
+
+def test_the_result_line_gives_the_final_metrics() -> None:
+    tracker = ProgressTracker()
+    tracker.feed_line(
+        'TUNIX_RESULT {"train_loss": 2.1, "eval_loss": 2.4, "steps": 20, '
+        '"tokens_per_second": 812.5, "wall_seconds": 11.2, "ignored": "x"}'
+    )
+    assert tracker.snapshot()["metrics"] == {
+        "train_loss": 2.1,
+        "eval_loss": 2.4,
+        "steps": 20.0,
+        "tokens_per_second": 812.5,
+        "wall_seconds": 11.2,
+    }
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "step 3/20 loss 2.0",  # ordinary output
+        "TUNIX_PROGRESS not json",
+        'TUNIX_PROGRESS ["step", 3]',
+        'TUNIX_PROGRESS {"step": -1, "loss": 2.0}',
+        'TUNIX_PROGRESS {"step": 2.5, "loss": 2.0}',
+        'TUNIX_PROGRESS {"step": true, "loss": 2.0}',
+        'TUNIX_PROGRESS {"loss": 2.0}',
+        "TUNIX_PROGRESS " + '{"step": 1, "pad": "' + "x" * 5000 + '"}',
+    ],
+)
+def test_malformed_progress_is_ignored(line: str) -> None:
+    tracker = ProgressTracker()
+    tracker.feed_line(line)
+    assert tracker.take() is None
+    assert tracker.snapshot()["progress"] == {}
+
+
+def test_non_finite_losses_and_impossible_totals_are_left_out() -> None:
+    tracker = ProgressTracker()
+    tracker.feed_line('TUNIX_PROGRESS {"step": 4, "total_steps": 2, "loss": NaN}')
+    assert tracker.snapshot() == {
+        "progress": {"step": 4, "total_steps": None, "loss": None},
+        "loss_curve": [],
+        "metrics": {},
+    }
+
+
+def test_the_curve_stays_bounded_and_keeps_its_ends() -> None:
+    curve = [[step, 1.0 / step] for step in range(1, 1001)]
+    thinned = thin(curve)
+    assert len(thinned) <= MAX_CURVE_POINTS
+    assert thinned[0] == [1, 1.0]
+    assert thinned[-1] == [1000, 1.0 / 1000]
+    assert [p[0] for p in thinned] == sorted(p[0] for p in thinned)
+
+
+def test_lines_split_across_chunks_are_joined_and_floods_stay_bounded() -> None:
+    lines: list[str] = []
+    splitter = LineSplitter(lines.append, limit=100)
+    splitter.feed(b'TUNIX_PROGRESS {"st')
+    splitter.feed(b'ep": 1}\nplain \xe2\x9c')
+    splitter.feed(b"\x93 text\n")
+    splitter.feed(b"y" * 1000)  # no newline: not kept
+    assert len(splitter.buffer) <= 100
+    splitter.feed(b"\ntail")
+    splitter.close()
+    assert lines[:2] == ['TUNIX_PROGRESS {"step": 1}', "plain \u2713 text"]
+    assert lines[-1] == "tail"
