@@ -177,12 +177,15 @@ def execute(
     kill_grace_seconds: float = 5.0,
     tick_seconds: float = 1.0,
     on_tick: Callable[[], bool] | None = None,
+    on_stdout: Callable[[bytes], None] | None = None,
 ) -> ExecutionResult:
     """Run ``argv`` (never through a shell) in a new session and process group.
 
     ``on_tick`` is called about every ``tick_seconds`` while the child runs (heartbeats); if it
     returns True the run was cancelled and the group is terminated. At ``timeout_seconds`` the
-    group is terminated too. Whatever the outcome, no process of the group outlives this call.
+    group is terminated too. ``on_stdout`` sees every stdout chunk as it arrives (progress
+    lines), whatever the capture keeps. Whatever the outcome, no process of the group outlives
+    this call.
     """
     if not argv:
         raise ValueError("argv must not be empty")
@@ -235,6 +238,8 @@ def execute(
                 chunk = os.read(fileobj.fileno(), _READ_CHUNK)
                 if chunk:
                     key.data.feed(chunk)
+                    if on_stdout is not None and key.data is captures["stdout"]:
+                        on_stdout(chunk)
                 else:
                     selector.unregister(fileobj)
                     fileobj.close()

@@ -106,6 +106,13 @@ class TunixRun(models.Model):
     )
     error_message = models.TextField(blank=True, default="")
 
+    # Training progress as the trainer reports it (runs/progress.py), written with heartbeats:
+    # {"step", "total_steps", "loss"}; [[step, loss], ...] (thinned to a few hundred points);
+    # final metrics {"train_loss", "eval_loss", "steps", "tokens_per_second", "wall_seconds"}.
+    progress = models.JSONField(default=dict, blank=True)
+    loss_curve = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+
     # Execution bookkeeping: each claim increments attempt; writes by a worker are fenced on it.
     attempt = models.PositiveIntegerField(default=0)
     worker_id = models.CharField(max_length=128, blank=True, default="")

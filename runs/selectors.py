@@ -38,6 +38,7 @@ STATUS_FIELDS = (
     "error_reason",
     "error_message",
     "attempt",
+    "progress",
 )
 MAX_OFFSET = 10_000
 

@@ -6,6 +6,7 @@ worker's writes, its attempt number), so a stale writer changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -46,6 +47,7 @@ from runs.models import (
     WorkerHeartbeat,
 )
 from runs.paths import safe_join
+from runs.progress import LineSplitter, ProgressTracker
 from runs.telemetry import timed_write
 
 log = logging.getLogger("tunix_rt.runs")
@@ -398,12 +400,14 @@ def run_claim(*, run_id: UUID, worker_id: str) -> TunixRun | None:
     return run
 
 
-def run_heartbeat(*, run_id: UUID, attempt: int) -> bool:
-    """Refresh the heartbeat of our attempt; False means the run is no longer ours."""
+def run_heartbeat(*, run_id: UUID, attempt: int, progress: dict[str, Any] | None = None) -> bool:
+    """Refresh the heartbeat of our attempt, with the training's progress when it changed
+    (a ProgressTracker snapshot: progress, loss_curve, metrics); False means the run is no
+    longer ours."""
     with timed_write("run_heartbeat"):
         updated = TunixRun.objects.filter(
             id=run_id, status=RunStatus.RUNNING, attempt=attempt
-        ).update(heartbeat_at=timezone.now())
+        ).update(heartbeat_at=timezone.now(), **(progress or {}))
     return updated == 1
 
 
@@ -415,6 +419,8 @@ class RunOutcome:
     stderr: str = ""
     reason: str = ""
     message: str = ""
+    # A ProgressTracker snapshot (progress, loss_curve, metrics): the final word of a training.
+    progress: dict[str, Any] | None = None
 
 
 def run_finish(
@@ -440,6 +446,7 @@ def run_finish(
         stderr=executor.truncate_text(outcome.stderr, limit),
         error_reason=outcome.reason,
         error_message=outcome.message[:4000],
+        **(outcome.progress or {}),
     )
 
 
@@ -520,12 +527,20 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         )
     output_dir = _artifact_dir(run)
     requeue = False
+    tracker = ProgressTracker()
+    lines = LineSplitter(tracker.feed_line)
+    last_beat = time.monotonic()
 
     def tick() -> bool:
-        """Heartbeat; True stops the child (the run was cancelled, reaped, or we drain)."""
-        nonlocal requeue
-        if not run_heartbeat(run_id=run.id, attempt=run.attempt):
-            return True
+        """Every PROGRESS_SECONDS: progress if it changed, else a heartbeat when one is due.
+        True stops the child (the run was cancelled, reaped, or we drain)."""
+        nonlocal requeue, last_beat
+        now = time.monotonic()
+        changed = tracker.take()
+        if changed is not None or now - last_beat >= settings.TUNIX_HEARTBEAT_SECONDS:
+            last_beat = now
+            if not run_heartbeat(run_id=run.id, attempt=run.attempt, progress=changed):
+                return True
         since = drain_since()
         if since is not None and time.monotonic() - since >= settings.TUNIX_SHUTDOWN_GRACE_SECONDS:
             requeue = True
@@ -538,12 +553,15 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         max_output_bytes=settings.TUNIX_OUTPUT_MAX_BYTES,
         cwd=output_dir,
         kill_grace_seconds=settings.TUNIX_KILL_GRACE_SECONDS,
-        tick_seconds=settings.TUNIX_HEARTBEAT_SECONDS,
+        tick_seconds=min(settings.TUNIX_PROGRESS_SECONDS, settings.TUNIX_HEARTBEAT_SECONDS),
         on_tick=tick,
+        on_stdout=lines.feed,
     )
+    lines.close()
     if requeue:
         raise _Requeue()
-    return outcome_from_result(result, timeout_seconds=run.timeout_seconds)
+    outcome = outcome_from_result(result, timeout_seconds=run.timeout_seconds)
+    return dataclasses.replace(outcome, progress=tracker.snapshot())
 
 
 def _never_draining() -> float | None:

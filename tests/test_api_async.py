@@ -73,6 +73,7 @@ def test_status_reports_the_run_and_supports_etags(
         "error_reason": "",
         "error_message": "",
         "attempt": 0,
+        "progress": {},  # until a training reports its first step
     }
     etag = first["ETag"]
     unchanged = viewer_client.get(url, headers={"If-None-Match": etag})

@@ -102,6 +102,8 @@ TUNIX_TRAINER_COMMAND: list[str] | None = (
     else None
 )
 
+# How often a running training's reported progress (step, loss) is written to its run, at most.
+TUNIX_PROGRESS_SECONDS = env_int("TUNIX_PROGRESS_SECONDS", 1, minimum=1)
 # Worker liveness and recovery. A running run heartbeats every TUNIX_HEARTBEAT_SECONDS; the
 # reaper (a thread in every qcluster worker, every TUNIX_REAPER_INTERVAL_SECONDS) re-queues a
 # run whose heartbeat is older than TUNIX_STALE_AFTER_SECONDS, or fails it with worker_lost once

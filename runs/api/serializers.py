@@ -215,8 +215,33 @@ class RunPaginationSerializer(serializers.Serializer[Any]):
     next = serializers.CharField(allow_null=True, help_text="URL of the next page")
 
 
+class RunProgressSerializer(serializers.Serializer[Any]):
+    """Empty until a training reports its first step."""
+
+    step = serializers.IntegerField(required=False)
+    total_steps = serializers.IntegerField(required=False)
+    loss = serializers.FloatField(required=False)
+
+
+class RunMetricsSerializer(serializers.Serializer[Any]):
+    """A finished training's summary, as its trainer reported it."""
+
+    train_loss = serializers.FloatField(required=False)
+    eval_loss = serializers.FloatField(required=False)
+    steps = serializers.FloatField(required=False)
+    tokens_per_second = serializers.FloatField(required=False)
+    wall_seconds = serializers.FloatField(required=False)
+
+
 class RunDetailSerializer(RunListItemSerializer):
     output_dir = serializers.CharField()
+    progress = RunProgressSerializer(read_only=True)
+    metrics = RunMetricsSerializer(read_only=True)
+    loss_curve = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        read_only=True,
+        help_text="[step, loss] pairs, thinned to at most a few hundred",
+    )
     message = serializers.SerializerMethodField()
     created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
         slug_field="username", read_only=True
@@ -231,6 +256,9 @@ class RunDetailSerializer(RunListItemSerializer):
             "error_message",
             "message",
             "output_dir",
+            "progress",
+            "loss_curve",
+            "metrics",
             "attempt",
             "timeout_seconds",
             "client_request_id",
@@ -256,6 +284,7 @@ class RunStatusSerializer(serializers.Serializer[Any]):
     error_reason = serializers.CharField(allow_blank=True)
     error_message = serializers.CharField(allow_blank=True)
     attempt = serializers.IntegerField()
+    progress = RunProgressSerializer()
 
 
 class DatasetSerializer(serializers.ModelSerializer[Dataset]):

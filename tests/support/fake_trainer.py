@@ -8,6 +8,8 @@ line per start: run id and pid) so tests can count executions, and then:
   fake/slow-once     sleeps 60 s the first time it runs for a run, exits 0 at once later
   fake/spawn-sleep   starts two `sleep 120` grandchildren (pids to $FAKE_TRAINER_LOG), sleeps
   fake/ignore-term   ignores SIGTERM and sleeps
+  fake/progress-N    reports N steps (TUNIX_PROGRESS lines, 0.4 s apart, loss falling), then
+                     its final metrics (TUNIX_RESULT), as the real trainer does
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ def main() -> int:
             child = subprocess.Popen(["sleep", "120"])
             record(f"child {run_id} {child.pid}")
         time.sleep(120)
+        return 0
+    if behaviour.startswith("progress-"):
+        total = int(behaviour.removeprefix("progress-"))
+        for step in range(1, total + 1):
+            loss = 5.0 / step
+            print(f"ordinary log line before step {step}", flush=True)
+            progress = {"step": step, "total_steps": total, "loss": loss}
+            print("TUNIX_PROGRESS " + json.dumps(progress), flush=True)
+            time.sleep(0.4)
+        result = {"train_loss": 5.0 / total, "eval_loss": 6.0 / total, "steps": total}
+        print("TUNIX_RESULT " + json.dumps({**result, "wall_seconds": total * 0.4}), flush=True)
         return 0
     if behaviour == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
