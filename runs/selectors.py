@@ -139,7 +139,11 @@ def run_list(
     *, filters: RunFilters, limit: int, cursor: str | None = None, offset: int = 0
 ) -> RunPage:
     """A page of runs as model instances (for the pages)."""
-    page = _page(filters, cursor, offset).select_related("dataset").only(*LIST_FIELDS)
+    page = (
+        _page(filters, cursor, offset)
+        .select_related("dataset")
+        .only(*LIST_FIELDS, "progress")  # the pages show a training's step
+    )
     runs = list(page[: limit + 1])
     has_more = len(runs) > limit
     runs = runs[:limit]

@@ -233,3 +233,54 @@ def test_dataset_page_uploads_and_shows_errors_inline(
 
 def test_favicon_is_served(web: Client) -> None:
     assert web.get("/favicon.ico")["Location"].endswith("favicon.svg")
+
+
+def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(web: Client) -> None:
+    run = TunixRunFactory()
+    claimed = services.run_claim(run_id=run.id, worker_id="w")
+    assert claimed is not None
+    beat = {
+        "progress": {"step": 3, "total_steps": 20, "loss": 2.5},
+        "loss_curve": [[1, 5.5], [2, 3.25], [3, 2.5]],
+        "metrics": {},
+    }
+    assert services.run_heartbeat(run_id=run.id, attempt=1, progress=beat)
+
+    rows = web.get("/runs/rows", headers={"HX-Request": "true"})
+    assert f'data-testid="run-step-{run.id}">step 3/20<' in html(rows)
+    live = web.get(f"/runs/{run.id}/live", headers={"HX-Request": "true"})
+    page = html(live)
+    assert "step 3 of 20" in page
+    assert "2.5000" in page
+    assert 'data-testid="loss-chart" data-points="3"' in page
+    assert "<polyline points=" in page
+    assert "<script" not in page  # the chart is plain SVG
+
+    # The next step is a new version of both fragments, not a 304.
+    beat["progress"] = {"step": 4, "total_steps": 20, "loss": 2.0}
+    assert services.run_heartbeat(run_id=run.id, attempt=1, progress=beat)
+    again = web.get(
+        f"/runs/{run.id}/live", headers={"HX-Request": "true", "If-None-Match": live["ETag"]}
+    )
+    assert again.status_code == 200
+    assert "step 4 of 20" in html(again)
+
+
+def test_a_finished_training_shows_its_final_metrics(web: Client) -> None:
+    run = TunixRunFactory()
+    claimed = services.run_claim(run_id=run.id, worker_id="w")
+    assert claimed is not None
+    final = {
+        "progress": {"step": 20, "total_steps": 20, "loss": 1.25},
+        "loss_curve": [[step, 5.0 / step] for step in range(1, 21)],
+        "metrics": {"train_loss": 1.25, "eval_loss": 1.5, "steps": 20, "wall_seconds": 7.5},
+    }
+    services.run_finish(
+        run_id=run.id,
+        attempt=1,
+        outcome=services.RunOutcome(status="completed", exit_code=0, progress=final),
+    )
+    page = html(web.get(f"/runs/{run.id}"))
+    for text in ("Final metrics", "train loss", "1.2500", "eval loss", "7.5 s", "step 20 of 20"):
+        assert text in page
+    assert 'data-points="20"' in page

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
 
 register = template.Library()
+
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 8
+
+
+@register.inclusion_tag("runs/_loss_chart.html")
+def loss_chart(curve: list[list[float]]) -> dict[str, Any]:
+    """An inline SVG line of loss by step (no script, no CDN); the y axis spans the losses."""
+    points = [(float(step), float(loss)) for step, loss in curve]
+    if not points:
+        return {"points": ""}
+    steps = [p[0] for p in points]
+    losses = [p[1] for p in points]
+    low_step, high_step = min(steps), max(steps)
+    low, high = min(losses), max(losses)
+    step_span = (high_step - low_step) or 1.0
+    loss_span = (high - low) or 1.0
+    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+
+    def xy(step: float, loss: float) -> str:
+        x = CHART_PAD + (step - low_step) / step_span * inner_w
+        y = CHART_PAD + (high - loss) / loss_span * inner_h
+        return f"{x:.1f},{y:.1f}"
+
+    return {
+        "points": " ".join(xy(step, loss) for step, loss in points),
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "first": points[0],
+        "last": points[-1],
+        "low": low,
+        "high": high,
+        "count": len(points),
+    }
 
 
 @register.filter
@@ -21,3 +56,28 @@ def seconds(value: float | None) -> str:
         return f"{minutes} min {rest} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+METRIC_LABELS = {
+    "train_loss": "train loss",
+    "eval_loss": "eval loss",
+    "steps": "steps",
+    "tokens_per_second": "tokens/s",
+    "wall_seconds": "wall time",
+}
+
+
+@register.filter
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+@register.filter
+def metric_value(value: float, name: str) -> str:
+    if name == "wall_seconds":
+        return seconds(value)
+    if name == "steps":
+        return f"{value:.0f}"
+    if name == "tokens_per_second":
+        return f"{value:,.0f}"
+    return f"{value:.4f}"

@@ -60,6 +60,7 @@ def _run_version(run: TunixRun) -> str:
             run.status,
             run.attempt,
             run.started_at,
+            run.progress.get("step"),  # a training's step advances while it runs
             run.completed_at,
             run.exit_code,
             run.error_reason,
