@@ -181,3 +181,33 @@ def test_polling_backs_off_while_the_server_errors(
     failing = False
     services.run_cancel(run_id=run.id)
     expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("cancelled", timeout=20_000)
+
+
+def test_the_loss_curve_grows_while_the_detail_page_polls(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+) -> None:
+    page = logged_in
+    run = launch(page, live_server.url, model_id="fake/progress-30", mode="local")
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    mark_page(page)
+    cluster_factory()
+    chart = page.get_by_test_id("loss-chart")
+    expect(chart).to_be_visible(timeout=30_000)
+    first = int(chart.get_attribute("data-points") or 0)
+    expect(page.get_by_test_id(f"run-progress-{run.id}")).to_contain_text("of 30")
+    # Still running: a later poll brings more points into the same page.
+    page.wait_for_function(
+        f"Number(document.querySelector('[data-testid=loss-chart]')"
+        f".getAttribute('data-points')) > {first}",
+        timeout=30_000,
+    )
+    page.screenshot(path=str(screenshot_dir / "run-detail-training.png"), full_page=True)
+    status = page.get_by_test_id(f"run-status-{run.id}")
+    expect(status).to_have_text("completed", timeout=40_000)
+    expect(chart).to_have_attribute("data-points", "30")
+    expect(page.get_by_text("Final metrics")).to_be_visible()
+    assert still_same_page(page)
