@@ -177,15 +177,15 @@ def execute(
     kill_grace_seconds: float = 5.0,
     tick_seconds: float = 1.0,
     on_tick: Callable[[], bool] | None = None,
-    on_stdout: Callable[[bytes], None] | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
 ) -> ExecutionResult:
     """Run ``argv`` (never through a shell) in a new session and process group.
 
     ``on_tick`` is called about every ``tick_seconds`` while the child runs (heartbeats); if it
     returns True the run was cancelled and the group is terminated. At ``timeout_seconds`` the
-    group is terminated too. ``on_stdout`` sees every stdout chunk as it arrives (progress
-    lines), whatever the capture keeps. Whatever the outcome, no process of the group outlives
-    this call.
+    group is terminated too. ``on_output`` sees every chunk as it arrives, with its stream's
+    name ("stdout" or "stderr"), whatever the capture keeps (progress lines, live tails).
+    Whatever the outcome, no process of the group outlives this call.
     """
     if not argv:
         raise ValueError("argv must not be empty")
@@ -210,8 +210,8 @@ def execute(
     selector = selectors.DefaultSelector()
     assert proc.stdout is not None
     assert proc.stderr is not None
-    selector.register(proc.stdout, selectors.EVENT_READ, captures["stdout"])
-    selector.register(proc.stderr, selectors.EVENT_READ, captures["stderr"])
+    selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
     timed_out = cancelled = False
     next_tick = started + tick_seconds
     exited_at: float | None = None
@@ -237,9 +237,9 @@ def execute(
                 fileobj = cast("IO[bytes]", key.fileobj)
                 chunk = os.read(fileobj.fileno(), _READ_CHUNK)
                 if chunk:
-                    key.data.feed(chunk)
-                    if on_stdout is not None and key.data is captures["stdout"]:
-                        on_stdout(chunk)
+                    captures[key.data].feed(chunk)
+                    if on_output is not None:
+                        on_output(key.data, chunk)
                 else:
                     selector.unregister(fileobj)
                     fileobj.close()

@@ -400,14 +400,14 @@ def run_claim(*, run_id: UUID, worker_id: str) -> TunixRun | None:
     return run
 
 
-def run_heartbeat(*, run_id: UUID, attempt: int, progress: dict[str, Any] | None = None) -> bool:
-    """Refresh the heartbeat of our attempt, with the training's progress when it changed
-    (a ProgressTracker snapshot: progress, loss_curve, metrics); False means the run is no
-    longer ours."""
+def run_heartbeat(*, run_id: UUID, attempt: int, updates: dict[str, Any] | None = None) -> bool:
+    """Refresh the heartbeat of our attempt, with what changed since the last one (a
+    ProgressTracker snapshot: progress, loss_curve, metrics; and the live stdout/stderr, cut
+    like the final output); False means the run is no longer ours."""
     with timed_write("run_heartbeat"):
         updated = TunixRun.objects.filter(
             id=run_id, status=RunStatus.RUNNING, attempt=attempt
-        ).update(heartbeat_at=timezone.now(), **(progress or {}))
+        ).update(heartbeat_at=timezone.now(), **(updates or {}))
     return updated == 1
 
 
@@ -529,17 +529,33 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
     requeue = False
     tracker = ProgressTracker()
     lines = LineSplitter(tracker.feed_line)
+    # What the run shows while it runs: the same head-and-tail cut as its final output.
+    live = {
+        name: executor.BoundedCapture(settings.TUNIX_OUTPUT_MAX_BYTES)
+        for name in ("stdout", "stderr")
+    }
+    output_changed = False
     last_beat = time.monotonic()
 
+    def on_output(stream: str, chunk: bytes) -> None:
+        nonlocal output_changed
+        live[stream].feed(chunk)
+        output_changed = True
+        if stream == "stdout":
+            lines.feed(chunk)
+
     def tick() -> bool:
-        """Every PROGRESS_SECONDS: progress if it changed, else a heartbeat when one is due.
-        True stops the child (the run was cancelled, reaped, or we drain)."""
-        nonlocal requeue, last_beat
+        """Every PROGRESS_SECONDS: progress and output if they changed, else a heartbeat when
+        one is due. True stops the child (the run was cancelled, reaped, or we drain)."""
+        nonlocal requeue, last_beat, output_changed
         now = time.monotonic()
         changed = tracker.take()
+        if output_changed:
+            changed = {**(changed or {}), **{k: v.text() for k, v in live.items()}}
+            output_changed = False
         if changed is not None or now - last_beat >= settings.TUNIX_HEARTBEAT_SECONDS:
             last_beat = now
-            if not run_heartbeat(run_id=run.id, attempt=run.attempt, progress=changed):
+            if not run_heartbeat(run_id=run.id, attempt=run.attempt, updates=changed):
                 return True
         since = drain_since()
         if since is not None and time.monotonic() - since >= settings.TUNIX_SHUTDOWN_GRACE_SECONDS:
@@ -555,7 +571,7 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         kill_grace_seconds=settings.TUNIX_KILL_GRACE_SECONDS,
         tick_seconds=min(settings.TUNIX_PROGRESS_SECONDS, settings.TUNIX_HEARTBEAT_SECONDS),
         on_tick=tick,
-        on_stdout=lines.feed,
+        on_output=on_output,
     )
     lines.close()
     if requeue:

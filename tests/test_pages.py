@@ -244,7 +244,7 @@ def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(we
         "loss_curve": [[1, 5.5], [2, 3.25], [3, 2.5]],
         "metrics": {},
     }
-    assert services.run_heartbeat(run_id=run.id, attempt=1, progress=beat)
+    assert services.run_heartbeat(run_id=run.id, attempt=1, updates=beat)
 
     rows = web.get("/runs/rows", headers={"HX-Request": "true"})
     assert f'data-testid="run-step-{run.id}">step 3/20<' in html(rows)
@@ -258,7 +258,7 @@ def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(we
 
     # The next step is a new version of both fragments, not a 304.
     beat["progress"] = {"step": 4, "total_steps": 20, "loss": 2.0}
-    assert services.run_heartbeat(run_id=run.id, attempt=1, progress=beat)
+    assert services.run_heartbeat(run_id=run.id, attempt=1, updates=beat)
     again = web.get(
         f"/runs/{run.id}/live", headers={"HX-Request": "true", "If-None-Match": live["ETag"]}
     )
@@ -284,3 +284,24 @@ def test_a_finished_training_shows_its_final_metrics(web: Client) -> None:
     for text in ("Final metrics", "train loss", "1.2500", "eval loss", "7.5 s", "step 20 of 20"):
         assert text in page
     assert 'data-points="20"' in page
+
+
+def test_the_detail_fragment_changes_when_the_output_grows(web: Client) -> None:
+    run = TunixRunFactory()
+    claimed = services.run_claim(run_id=run.id, worker_id="w")
+    assert claimed is not None
+    assert services.run_heartbeat(run_id=run.id, attempt=1, updates={"stdout": "loading\n"})
+    first = web.get(f"/runs/{run.id}/live", headers={"HX-Request": "true"})
+    assert "loading" in html(first)
+    same = web.get(
+        f"/runs/{run.id}/live", headers={"HX-Request": "true", "If-None-Match": first["ETag"]}
+    )
+    assert same.status_code == 304
+    assert services.run_heartbeat(
+        run_id=run.id, attempt=1, updates={"stdout": "loading\nstep 1 done\n"}
+    )
+    grown = web.get(
+        f"/runs/{run.id}/live", headers={"HX-Request": "true", "If-None-Match": first["ETag"]}
+    )
+    assert grown.status_code == 200
+    assert "step 1 done" in html(grown)

@@ -30,11 +30,15 @@ def test_progress_is_persisted_during_the_run_and_final_metrics_at_its_end(
     ).run
 
     seen_while_running: list[int] = []
+    output_while_running: list[str] = []
 
     def observe() -> bool:
-        status, progress = TunixRun.objects.values_list("status", "progress").get(id=run.id)
+        status, progress, stdout = TunixRun.objects.values_list("status", "progress", "stdout").get(
+            id=run.id
+        )
         if status == RunStatus.RUNNING and progress:
             seen_while_running.append(progress["step"])
+            output_while_running.append(stdout)
         return status in {RunStatus.COMPLETED, RunStatus.FAILED}
 
     deadline = time.monotonic() + 60
@@ -46,6 +50,9 @@ def test_progress_is_persisted_during_the_run_and_final_metrics_at_its_end(
     assert len(set(seen_while_running)) >= 3
     assert max(seen_while_running) < 12
     assert seen_while_running == sorted(seen_while_running)
+    # The output is shown while the training runs, not only once it ends.
+    assert "ordinary log line before step 1" in output_while_running[0]
+    assert "ordinary log line before step 12" not in output_while_running[0]
 
     done = TunixRun.objects.get(id=run.id)
     assert done.status == RunStatus.COMPLETED

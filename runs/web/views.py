@@ -149,7 +149,9 @@ def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
         request,
         "runs/_run_live.html",
         context,
-        version=_run_version(run),
+        # The detail also shows the output, which grows while a training runs (hashed with the
+        # rest by _fragment; at most 2 x TUNIX_OUTPUT_MAX_BYTES).
+        version="\0".join((_run_version(run), run.stdout, run.stderr)),
         active=not run.is_terminal,
     )
 
