@@ -38,6 +38,8 @@ ANONYMOUS_CALLS = [
     ("get", "/api/tunix/runs/{run_id}"),
     ("get", "/api/tunix/runs/{run_id}/status"),
     ("post", "/api/tunix/runs/{run_id}/cancel"),
+    ("get", "/api/tunix/runs/{run_id}/artifacts"),
+    ("get", "/api/tunix/runs/{run_id}/artifacts/tunix_run.json"),
     ("post", "/api/tunix/run"),
     ("get", "/api/tunix/datasets"),
     ("post", "/api/tunix/datasets"),

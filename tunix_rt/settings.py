@@ -77,6 +77,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 VAR_DIR = Path(env_str("TUNIX_VAR_DIR", str(BASE_DIR / "var")))
 TUNIX_DATASETS_ROOT = Path(env_str("TUNIX_DATASETS_ROOT", str(VAR_DIR / "datasets")))
 TUNIX_ARTIFACTS_ROOT = Path(env_str("TUNIX_ARTIFACTS_ROOT", str(VAR_DIR / "artifacts")))
+# Largest artifact the API serves (logs, metrics, small checkpoints); larger ones stay on disk.
+TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES = env_int("TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES", 16 * 1024 * 1024)
 
 # Execution limits.
 # Load shedding (runs/shedding.py): a request that waited longer than this before Django saw it

@@ -12,6 +12,16 @@ urlpatterns = [
     path("tunix/runs/<str:run_id>", views.RunDetailView.as_view(), name="run-detail"),
     path("tunix/runs/<str:run_id>/status", views.RunStatusView.as_view(), name="run-status"),
     path("tunix/runs/<str:run_id>/cancel", views.RunCancelView.as_view(), name="run-cancel"),
+    path(
+        "tunix/runs/<str:run_id>/artifacts",
+        views.RunArtifactListView.as_view(),
+        name="run-artifacts",
+    ),
+    path(
+        "tunix/runs/<str:run_id>/artifacts/<path:name>",
+        views.RunArtifactView.as_view(),
+        name="run-artifact",
+    ),
     path("tunix/datasets", views.DatasetListView.as_view(), name="dataset-list"),
     path("tunix/datasets/<str:key>", views.DatasetDetailView.as_view(), name="dataset-detail"),
     # Last: every other path under tunix/ (a typo, a trailing slash) answers a problem+json 404.

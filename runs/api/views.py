@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -21,6 +21,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import permissions, status
+from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import (
     APIException,
     NotFound,
@@ -33,7 +34,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from runs import selectors, services
+from runs import artifacts, selectors, services
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
@@ -222,6 +223,85 @@ class RunDetailView(APIView):
         if run is None:
             raise NotFound(f"no run {run_id}")
         return Response(RunDetailSerializer(run).data)
+
+
+class ArtifactTooLarge(APIException):
+    status_code = 413
+    default_detail = "artifact too large to download through the API"
+    default_code = "artifact_too_large"
+
+
+def _artifact_item(request: Request, run_id: object, item: artifacts.Artifact) -> dict[str, Any]:
+    small = item.size_bytes <= settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES
+    path = reverse("api:run-artifact", kwargs={"run_id": run_id, "name": item.path})
+    return {
+        "path": item.path,
+        "size_bytes": item.size_bytes,
+        "modified_at": item.modified_at.isoformat().replace("+00:00", "Z"),
+        "download_url": request.build_absolute_uri(path) if small else None,
+    }
+
+
+class RunArtifactListView(APIView):
+    @extend_schema(
+        operation_id="run_artifacts",
+        responses={
+            200: inline_serializer(
+                "RunArtifacts",
+                fields={
+                    "data": inline_serializer(
+                        "RunArtifact",
+                        fields={
+                            "path": drf_serializers.CharField(),
+                            "size_bytes": drf_serializers.IntegerField(),
+                            "modified_at": drf_serializers.DateTimeField(),
+                            "download_url": drf_serializers.CharField(
+                                allow_null=True,
+                                help_text="null when the file is larger than the API serves",
+                            ),
+                        },
+                        many=True,
+                    ),
+                    "truncated": drf_serializers.BooleanField(),
+                },
+            ),
+            404: PROBLEM,
+        },
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        run = selectors.run_get(run_id=run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        found, truncated = artifacts.list_artifacts(run)
+        items = [_artifact_item(request, run.id, item) for item in found]
+        return Response({"data": items, "truncated": truncated})
+
+
+class RunArtifactView(APIView):
+    @extend_schema(
+        operation_id="run_artifact_download",
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            404: PROBLEM,
+            413: PROBLEM,
+        },
+    )
+    def get(self, request: Request, run_id: str, name: str) -> FileResponse:
+        run = selectors.run_get(run_id=run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        try:
+            path = artifacts.artifact_path(run, name)
+        except FileNotFoundError:
+            raise NotFound(f"run {run.id} has no artifact {name!r}") from None
+        size = path.stat().st_size
+        if size > settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES:
+            raise ArtifactTooLarge(
+                f"{name} is {size} bytes; the API serves artifacts up to "
+                f"{settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES} bytes. Copy larger ones from the "
+                "artifacts directory on the worker host."
+            )
+        return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
 
 
 def _etag(payload: object) -> str:

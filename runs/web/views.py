@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from runs import selectors, services
+from runs import artifacts, selectors, services
 from runs.models import ACTIVE_STATUSES, TunixRun
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
 
@@ -136,7 +136,15 @@ def _get_run(run_id: UUID) -> TunixRun:
 @login_required
 def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
     run = _get_run(run_id)
-    context = {"run": run, "can_cancel": _can_cancel(request, run), **_poll_context()}
+    found, truncated = artifacts.list_artifacts(run)
+    context = {
+        "run": run,
+        "can_cancel": _can_cancel(request, run),
+        "artifacts": found,
+        "artifacts_truncated": truncated,
+        "download_max_bytes": settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES,
+        **_poll_context(),
+    }
     return render(request, "runs/run_detail.html", context)
 
 
