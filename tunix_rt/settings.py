@@ -72,6 +72,26 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# HTTPS. TUNIX_HTTPS=1 when users reach the site over HTTPS (directly or through a proxy):
+# secure cookies, redirect plain HTTP, HSTS. Behind a TLS-terminating proxy, also set
+# TUNIX_PROXY_SSL_HEADER to the header it sets (e.g. X-Forwarded-Proto) so Django knows.
+TUNIX_HTTPS = env_bool("TUNIX_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = TUNIX_HTTPS
+SECURE_SSL_REDIRECT = env_bool("TUNIX_SSL_REDIRECT", TUNIX_HTTPS)
+# Probes and scrapers may speak plain HTTP to the process itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# HSTS starts short: once HTTPS works for every host under the domain, raise it to a year
+# (31536000). Browsers remember it; a mistake cannot be taken back quickly.
+SECURE_HSTS_SECONDS = env_int("TUNIX_HSTS_SECONDS", 60 if TUNIX_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("TUNIX_HSTS_INCLUDE_SUBDOMAINS", TUNIX_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("TUNIX_HSTS_PRELOAD", TUNIX_HTTPS)
+_proxy_ssl_header = env_str("TUNIX_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _proxy_ssl_header.upper().replace("-", "_"),
+        "https",
+    )
+
 # Where uploaded datasets and run artifacts live. Paths derived from requests are always
 # resolved below these roots (see runs.paths).
 VAR_DIR = Path(env_str("TUNIX_VAR_DIR", str(BASE_DIR / "var")))
