@@ -38,8 +38,8 @@ class SkipLockedORM(ORM):  # type: ignore[misc]
                 "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, payload",
                 [self.timeout(None), self.list_key, now, Conf.BULK],
             )
-            tasks = sorted(cursor.fetchall())
+            tasks: list[tuple[Any, Any]] = sorted(cursor.fetchall())
         if tasks:
-            return [(task_id, payload) for task_id, payload in tasks]
+            return tasks
         sleep(Conf.POLL)  # empty queue: spare the database
         return None

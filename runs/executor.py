@@ -178,13 +178,16 @@ def execute(
     tick_seconds: float = 1.0,
     on_tick: Callable[[], bool] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
+    captures: Mapping[str, BoundedCapture] | None = None,
 ) -> ExecutionResult:
     """Run ``argv`` (never through a shell) in a new session and process group.
 
     ``on_tick`` is called about every ``tick_seconds`` while the child runs (heartbeats); if it
     returns True the run was cancelled and the group is terminated. At ``timeout_seconds`` the
     group is terminated too. ``on_output`` sees every chunk as it arrives, with its stream's
-    name ("stdout" or "stderr"), whatever the capture keeps (progress lines, live tails).
+    name ("stdout" or "stderr"), whatever the capture keeps (progress lines). ``captures``
+    (keys "stdout" and "stderr") lets the caller read the output while the child runs; by
+    default each stream gets a new BoundedCapture of ``max_output_bytes``.
     Whatever the outcome, no process of the group outlives this call.
     """
     if not argv:
@@ -203,10 +206,8 @@ def execute(
         preexec_fn=_prepare_child,  # only signal() and prctl(): safe between fork and exec
     )
     pgid = proc.pid  # start_new_session makes the child its group leader
-    captures = {
-        "stdout": BoundedCapture(max_output_bytes),
-        "stderr": BoundedCapture(max_output_bytes),
-    }
+    if captures is None:
+        captures = {name: BoundedCapture(max_output_bytes) for name in ("stdout", "stderr")}
     selector = selectors.DefaultSelector()
     assert proc.stdout is not None
     assert proc.stderr is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -81,6 +82,13 @@ class FailureReason(models.TextChoices):
     TIMEOUT = "timeout", "timeout"
     WORKER_LOST = "worker_lost", "worker lost"
     INTERNAL_ERROR = "internal_error", "internal error"
+
+
+def duration_seconds(started_at: datetime | None, completed_at: datetime | None) -> float | None:
+    """Seconds from start to end, or None while either is unknown."""
+    if started_at is None or completed_at is None:
+        return None
+    return (completed_at - started_at).total_seconds()
 
 
 class TunixRun(models.Model):
@@ -200,9 +208,7 @@ class TunixRun(models.Model):
 
     @property
     def duration_seconds(self) -> float | None:
-        if self.started_at is None or self.completed_at is None:
-            return None
-        return (self.completed_at - self.started_at).total_seconds()
+        return duration_seconds(self.started_at, self.completed_at)
 
     @property
     def output_dir(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ class LineSplitter:
     """Bytes in, complete lines out (UTF-8, errors replaced); a line longer than the limit is
     cut, so a flood without newlines cannot grow memory."""
 
-    def __init__(self, on_line: Any, limit: int = MAX_LINE_CHARS) -> None:
+    def __init__(self, on_line: Callable[[str], None], limit: int = MAX_LINE_CHARS) -> None:
         self.on_line = on_line
         self.limit = limit
         self.buffer = b""

@@ -14,7 +14,7 @@ from uuid import UUID
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from runs.models import Dataset, TunixRun
+from runs.models import Dataset, TunixRun, duration_seconds
 
 LIST_FIELDS = (
     "id",
@@ -76,9 +76,22 @@ class RunRow(NamedTuple):
 
     @property
     def duration_seconds(self) -> float | None:
-        if self.started_at is None or self.completed_at is None:
-            return None
-        return (self.completed_at - self.started_at).total_seconds()
+        return duration_seconds(self.started_at, self.completed_at)
+
+    @classmethod
+    def from_run(cls, run: TunixRun) -> RunRow:
+        return cls(
+            id=run.id,
+            dataset_key=run.dataset.key,
+            model_id=run.model_id,
+            mode=run.mode,
+            status=run.status,
+            queued_at=run.queued_at,
+            started_at=run.started_at,
+            completed_at=run.completed_at,
+            exit_code=run.exit_code,
+            error_reason=run.error_reason,
+        )
 
 
 @dataclass(frozen=True)
@@ -197,11 +210,9 @@ def run_list_rows(
     return RunRowPage(items=rows, next_cursor=encode_cursor(rows[-1]) if has_more else None)
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _aware(value: datetime) -> datetime:
     # SQLite hands back naive UTC datetimes; PostgreSQL aware ones.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _row(values: tuple[Any, ...]) -> RunRow:
@@ -212,9 +223,9 @@ def _row(values: tuple[Any, ...]) -> RunRow:
         model_id=model_id,
         mode=mode,
         status=status,
-        queued_at=_aware(queued_at) or queued_at,
-        started_at=_aware(started_at),
-        completed_at=_aware(completed_at),
+        queued_at=_aware(queued_at),
+        started_at=started_at and _aware(started_at),
+        completed_at=completed_at and _aware(completed_at),
         exit_code=code,
         error_reason=reason,
     )

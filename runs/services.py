@@ -529,30 +529,28 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
     requeue = False
     tracker = ProgressTracker()
     lines = LineSplitter(tracker.feed_line)
-    # What the run shows while it runs: the same head-and-tail cut as its final output.
-    live = {
+    # The executor's own captures: what the run shows while it runs is the same head-and-tail
+    # cut as its final output.
+    captures = {
         name: executor.BoundedCapture(settings.TUNIX_OUTPUT_MAX_BYTES)
         for name in ("stdout", "stderr")
     }
-    output_changed = False
+    written = dict.fromkeys(captures, 0)  # bytes of each stream at the last write
     last_beat = time.monotonic()
 
     def on_output(stream: str, chunk: bytes) -> None:
-        nonlocal output_changed
-        live[stream].feed(chunk)
-        output_changed = True
         if stream == "stdout":
             lines.feed(chunk)
 
     def tick() -> bool:
         """Every PROGRESS_SECONDS: progress and output if they changed, else a heartbeat when
         one is due. True stops the child (the run was cancelled, reaped, or we drain)."""
-        nonlocal requeue, last_beat, output_changed
+        nonlocal requeue, last_beat
         now = time.monotonic()
         changed = tracker.take()
-        if output_changed:
-            changed = {**(changed or {}), **{k: v.text() for k, v in live.items()}}
-            output_changed = False
+        if any(capture.total != written[name] for name, capture in captures.items()):
+            changed = {**(changed or {}), **{k: v.text() for k, v in captures.items()}}
+            written.update((name, capture.total) for name, capture in captures.items())
         if changed is not None or now - last_beat >= settings.TUNIX_HEARTBEAT_SECONDS:
             last_beat = now
             if not run_heartbeat(run_id=run.id, attempt=run.attempt, updates=changed):
@@ -572,6 +570,7 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         tick_seconds=min(settings.TUNIX_PROGRESS_SECONDS, settings.TUNIX_HEARTBEAT_SECONDS),
         on_tick=tick,
         on_output=on_output,
+        captures=captures,
     )
     lines.close()
     if requeue:

@@ -17,17 +17,19 @@ TUNIX_WEB_MAX_QUEUE_MS, served or told to retry. Liveness and metrics are never 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from runs import metrics
+from runs.api.problems import PROBLEM_CONTENT_TYPE, problem
 
 EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
-QUEUE_MS_KEY = "tunix.queue_ms"  # set by tunix_rt.gunicorn_worker
+# Set by tunix_rt.gunicorn_worker. Spelled out here: importing that module pulls in gunicorn's
+# worker machinery (about 80 ms) in processes that never use it, such as runserver.
+QUEUE_MS_KEY = "tunix.queue_ms"
 
 
 def request_queue_ms(header: str, now: float) -> float | None:
@@ -56,14 +58,11 @@ def queue_ms(request: HttpRequest) -> float:
 
 def shed_response(waited_ms: float) -> HttpResponse:
     metrics.REQUESTS_SHED.inc()
-    body = {
-        "type": "about:blank",
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": f"the server is overloaded: this request waited {waited_ms:.0f} ms "
-        "before it could be served; retry after the Retry-After delay",
-    }
-    response = HttpResponse(json.dumps(body), status=503, content_type="application/problem+json")
+    detail = (
+        f"the server is overloaded: this request waited {waited_ms:.0f} ms before it could be "
+        "served; retry after the Retry-After delay"
+    )
+    response = JsonResponse(problem(503, detail), status=503, content_type=PROBLEM_CONTENT_TYPE)
     response["Retry-After"] = str(settings.TUNIX_WEB_RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
     # Django logs every 5xx at ERROR; under overload that is thousands of lines a second, at

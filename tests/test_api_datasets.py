@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from runs.models import Dataset
 from tests.factories import DatasetFactory
+from tests.support.problems import problem
 
 pytestmark = pytest.mark.django_db
 
@@ -42,15 +43,6 @@ def stored_files() -> list[str]:
     if not root().exists():
         return []
     return sorted(p.name for p in root().iterdir() if p.suffix in {".jsonl", ".part"})
-
-
-def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "detail", "instance"} <= set(body)
-    return body
 
 
 def test_a_prompt_completion_upload_is_registered_and_stored(

@@ -19,6 +19,7 @@ from runs import services
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
 from tests.conftest import DEMO_DATASET
 from tests.factories import DatasetFactory, TunixRunFactory
+from tests.support.problems import problem
 
 pytestmark = pytest.mark.django_db
 
@@ -38,19 +39,6 @@ LIST_ITEM_KEYS = {
     "exit_code",
     "error_reason",
 }
-
-
-def problem(response: Any, status: int) -> dict[str, Any]:
-    """The RFC 9457 body of an error response, after checking its envelope."""
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["type"] == "about:blank"
-    assert body["status"] == status
-    assert body["title"]
-    assert body["detail"]
-    assert body["instance"] == response.wsgi_request.path
-    return body
 
 
 def field_problem(response: Any, field: str) -> dict[str, Any]:

@@ -12,20 +12,12 @@ from rest_framework.test import APIClient
 
 from runs.models import Dataset, TunixRun
 from tests.factories import TunixRunFactory, UserFactory
+from tests.support.problems import problem
 
 pytestmark = pytest.mark.django_db
 
 BODY = {"dataset_key": "tunix-demo-v1", "model_id": "google/gemma-3-270m"}
 PASSWORD = "correct-horse-battery"  # UserFactory's password
-
-
-def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "detail", "instance"} <= set(body)
-    return body
 
 
 @pytest.fixture

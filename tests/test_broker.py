@@ -50,7 +50,7 @@ def test_a_claimed_task_is_not_handed_out_again_before_its_retry(
     assert locked_until > OrmQ.objects.get(id=three_tasks[2]).lock
 
 
-def test_an_empty_queue_returns_nothing(broker: SkipLockedORM, settings: Any) -> None:
+def test_an_empty_queue_returns_nothing(broker: SkipLockedORM) -> None:
     assert broker.dequeue() is None
 
 

@@ -101,3 +101,10 @@ def test_the_worker_reports_how_long_a_request_waited_for_a_thread(one_thread_se
     assert busy
     assert busy[0] < 100
     assert 400 <= waited <= 2000  # queued behind the 800 ms request, from about 0.2 s in
+
+
+def test_the_worker_and_the_middleware_agree_on_the_environ_key() -> None:
+    from runs import shedding
+    from tunix_rt import gunicorn_worker
+
+    assert shedding.QUEUE_MS_KEY == gunicorn_worker.QUEUE_MS_KEY

@@ -235,10 +235,17 @@ def test_favicon_is_served(web: Client) -> None:
     assert web.get("/favicon.ico")["Location"].endswith("favicon.svg")
 
 
-def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(web: Client) -> None:
+@pytest.fixture
+def run() -> TunixRun:
+    """A run a worker has claimed (attempt 1) and not yet finished."""
     run = TunixRunFactory()
-    claimed = services.run_claim(run_id=run.id, worker_id="w")
-    assert claimed is not None
+    assert services.run_claim(run_id=run.id, worker_id="w") is not None
+    return run
+
+
+def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(
+    web: Client, run: TunixRun
+) -> None:
     beat = {
         "progress": {"step": 3, "total_steps": 20, "loss": 2.5},
         "loss_curve": [[1, 5.5], [2, 3.25], [3, 2.5]],
@@ -266,10 +273,7 @@ def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(we
     assert "step 4 of 20" in html(again)
 
 
-def test_a_finished_training_shows_its_final_metrics(web: Client) -> None:
-    run = TunixRunFactory()
-    claimed = services.run_claim(run_id=run.id, worker_id="w")
-    assert claimed is not None
+def test_a_finished_training_shows_its_final_metrics(web: Client, run: TunixRun) -> None:
     final = {
         "progress": {"step": 20, "total_steps": 20, "loss": 1.25},
         "loss_curve": [[step, 5.0 / step] for step in range(1, 21)],
@@ -286,10 +290,7 @@ def test_a_finished_training_shows_its_final_metrics(web: Client) -> None:
     assert 'data-points="20"' in page
 
 
-def test_the_detail_fragment_changes_when_the_output_grows(web: Client) -> None:
-    run = TunixRunFactory()
-    claimed = services.run_claim(run_id=run.id, worker_id="w")
-    assert claimed is not None
+def test_the_detail_fragment_changes_when_the_output_grows(web: Client, run: TunixRun) -> None:
     assert services.run_heartbeat(run_id=run.id, attempt=1, updates={"stdout": "loading\n"})
     first = web.get(f"/runs/{run.id}/live", headers={"HX-Request": "true"})
     assert "loading" in html(first)

@@ -16,18 +16,23 @@ from tests.support.clusters import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
-def test_progress_is_persisted_during_the_run_and_final_metrics_at_its_end(
-    clusters: Callable[..., Any], viewer_client: Any
-) -> None:
-    clusters(1)
-    run = services.run_submit(
+def queue_training(*, steps: int) -> TunixRun:
+    """A local run of the fake trainer reporting ``steps`` steps, 0.4 s apart."""
+    return services.run_submit(
         user=None,
         dataset_key="tunix-demo-v1",
-        model_id="fake/progress-12",
+        model_id=f"fake/progress-{steps}",
         mode=RunMode.LOCAL,
         config={},
         enqueue=True,
     ).run
+
+
+def test_progress_is_persisted_during_the_run_and_final_metrics_at_its_end(
+    clusters: Callable[..., Any], viewer_client: Any
+) -> None:
+    clusters(1)
+    run = queue_training(steps=12)
 
     seen_while_running: list[int] = []
     output_while_running: list[str] = []
@@ -73,14 +78,7 @@ def test_the_status_endpoint_reports_progress(
     clusters: Callable[..., Any], viewer_client: Any
 ) -> None:
     clusters(1)
-    run = services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="fake/progress-10",
-        mode=RunMode.LOCAL,
-        config={},
-        enqueue=True,
-    ).run
+    run = queue_training(steps=10)
     url = f"/api/tunix/runs/{run.id}/status"
     wait_for(
         lambda: (viewer_client.get(url).json().get("progress") or {}).get("step", 0) >= 2,

@@ -179,19 +179,7 @@ def list_item(run: RunRow) -> dict[str, Any]:
 
 def accepted_item(run: TunixRun, status_url: str) -> dict[str, Any]:
     """RunAcceptedSerializer's output, built directly: the enqueue path is hot too."""
-    row = RunRow(
-        id=run.id,
-        dataset_key=run.dataset.key,
-        model_id=run.model_id,
-        mode=run.mode,
-        status=run.status,
-        queued_at=run.queued_at,
-        started_at=run.started_at,
-        completed_at=run.completed_at,
-        exit_code=run.exit_code,
-        error_reason=run.error_reason,
-    )
-    return {**list_item(row), "status_url": status_url}
+    return {**list_item(RunRow.from_run(run)), "status_url": status_url}
 
 
 class RunAcceptedSerializer(RunListItemSerializer):

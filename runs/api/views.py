@@ -48,6 +48,7 @@ from runs.api.serializers import (
     accepted_item,
     list_item,
 )
+from runs.models import TunixRun
 
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the other form fields
 
@@ -77,6 +78,13 @@ class CanCreateRuns(HasModelPermission):
 
 class CanUploadDatasets(HasModelPermission):
     perms_by_method = {"POST": "runs.add_dataset"}
+
+
+def _run_or_404(run_id: str) -> TunixRun:
+    run = selectors.run_get(run_id=run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run
 
 
 def _run_url(request: Request, run_id: object) -> str:
@@ -219,9 +227,7 @@ class RunListView(APIView):
 class RunDetailView(APIView):
     @extend_schema(operation_id="run_detail", responses={200: RunDetailSerializer, 404: PROBLEM})
     def get(self, request: Request, run_id: str) -> Response:
-        run = selectors.run_get(run_id=run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = _run_or_404(run_id)
         return Response(RunDetailSerializer(run).data)
 
 
@@ -269,9 +275,7 @@ class RunArtifactListView(APIView):
         },
     )
     def get(self, request: Request, run_id: str) -> Response:
-        run = selectors.run_get(run_id=run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = _run_or_404(run_id)
         found, truncated = artifacts.list_artifacts(run)
         items = [_artifact_item(request, run.id, item) for item in found]
         return Response({"data": items, "truncated": truncated})
@@ -287,9 +291,7 @@ class RunArtifactView(APIView):
         },
     )
     def get(self, request: Request, run_id: str, name: str) -> FileResponse:
-        run = selectors.run_get(run_id=run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = _run_or_404(run_id)
         try:
             path = artifacts.artifact_path(run, name)
         except FileNotFoundError:
@@ -342,9 +344,7 @@ class RunCancelView(APIView):
         responses={200: RunStatusSerializer, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
     )
     def post(self, request: Request, run_id: str) -> Response:
-        run = selectors.run_get(run_id=run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = _run_or_404(run_id)
         user = request.user
         if run.created_by_id != user.pk and not user.has_perm("runs.change_tunixrun"):
             raise PermissionDenied("only the run's creator or an operator can cancel it")
