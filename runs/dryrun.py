@@ -51,18 +51,25 @@ def training_spec(
     dataset_format: str,
     config: dict[str, Any],
     output_dir: Path,
+    attempt: int = 1,
+    checkpoint_dir: Path | None = None,
+    allow_download: bool = False,
 ) -> dict[str, Any]:
-    """The config file the Tunix trainer reads; all paths absolute."""
+    """The config file the Tunix trainer reads; all paths absolute. Checkpoints and metrics go
+    to a fresh directory per attempt: Tunix resumes from any checkpoint it finds."""
+    model: dict[str, Any] = {"id": model_id}
+    if checkpoint_dir is not None:
+        model.update(checkpoint_dir=str(checkpoint_dir), allow_download=allow_download)
     return {
         "run_id": run_id,
         "mode": mode,
-        "model": {"id": model_id},
+        "model": model,
         "dataset": {"key": dataset_key, "path": str(dataset_path), "format": dataset_format},
         "training": dict(config),
         "output": {
             "dir": str(output_dir),
-            "checkpoints": str(output_dir / "checkpoints"),
-            "metrics": str(output_dir / "metrics"),
+            "checkpoints": str(output_dir / "checkpoints" / f"attempt-{attempt}"),
+            "metrics": str(output_dir / "metrics" / f"attempt-{attempt}"),
         },
     }
 

@@ -78,6 +78,7 @@ class FailureReason(models.TextChoices):
     DATASET_INVALID = "dataset_invalid", "dataset invalid"
     CONFIG_INVALID = "config_invalid", "configuration invalid"
     RUNTIME_MISSING = "runtime_missing", "Tunix runtime missing"
+    MODEL_UNAVAILABLE = "model_unavailable", "model unavailable"
     NONZERO_EXIT = "nonzero_exit", "non-zero exit"
     TIMEOUT = "timeout", "timeout"
     WORKER_LOST = "worker_lost", "worker lost"

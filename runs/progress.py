@@ -3,6 +3,7 @@
     TUNIX_PROGRESS {"step": 5, "total_steps": 20, "loss": 2.75}
     TUNIX_RESULT {"train_loss": 2.1, "eval_loss": 2.4, "steps": 20, "tokens_per_second": 812.5,
                   "wall_seconds": 11.2}
+    TUNIX_ERROR {"reason": "model_unavailable", "message": "why the trainer refused the run"}
 
 Anything else on stdout is ordinary output. Like the executor, this module imports nothing from
 Django: the worker feeds it lines and reads what changed on its heartbeat tick.
@@ -18,6 +19,7 @@ from typing import Any
 
 PROGRESS_PREFIX = "TUNIX_PROGRESS "
 RESULT_PREFIX = "TUNIX_RESULT "
+ERROR_PREFIX = "TUNIX_ERROR "
 MAX_LINE_CHARS = 4096  # a progress line is small; a longer one is ordinary output
 MAX_CURVE_POINTS = 200  # the stored loss curve; older points are thinned, never the newest
 RESULT_KEYS = ("train_loss", "eval_loss", "steps", "tokens_per_second", "wall_seconds")
@@ -61,6 +63,7 @@ class ProgressTracker:
     loss: float | None = None
     curve: list[list[float]] = field(default_factory=list)
     result: dict[str, float] = field(default_factory=dict)
+    error: tuple[str, str] | None = None  # (reason, message) the trainer gave for failing
     changed: bool = False
 
     def feed_line(self, line: str) -> None:
@@ -85,6 +88,10 @@ class ProgressTracker:
                 if value is not None:
                     self.result[key] = value
             self.changed = True
+        elif (data := _payload(line, ERROR_PREFIX)) is not None:
+            reason, message = data.get("reason"), data.get("message")
+            if isinstance(reason, str) and isinstance(message, str):
+                self.error = (reason[:64], message[:2000])
 
     def snapshot(self) -> dict[str, Any]:
         """What the run row stores: ``progress``, ``loss_curve`` and ``metrics``."""

@@ -30,7 +30,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from runs import executor, metrics, training_config, webhooks
+from runs import executor, metrics, model_catalog, training_config, webhooks
 from runs.datasets import DatasetError, validate_key, validate_stream
 from runs.dryrun import CONFIG_FILE_NAME, dry_run, training_spec
 from runs.models import (
@@ -194,10 +194,13 @@ def _validated_fields(
         raise ServiceError(f"unknown dataset {dataset_key!r}", field="dataset_key")
     if mode not in RunMode.values:
         raise ServiceError(f"mode must be one of {RunMode.values}", field="mode")
+    _check_model(model_id, mode)
     clean, errors = training_config.normalise(config)
     if errors:
         name, reason = sorted(errors.items())[0]
         raise ServiceError(f"{name}: {reason}", field=name)
+    if clean["learning_rate"] is None:  # stored resolved: the run shows what it trains with
+        clean["learning_rate"] = model_catalog.default_learning_rate(model_id)
     if timeout_seconds is not None and not (
         1 <= timeout_seconds <= settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS
     ):
@@ -222,6 +225,29 @@ def _validated_fields(
         "timeout_seconds": timeout_seconds,
         "request_fingerprint": fingerprint,
     }
+
+
+def _check_model(model_id: str, mode: str) -> None:
+    """Refuse at submit time a model the built-in trainer would refuse later. A custom
+    TUNIX_TRAINER_COMMAND interprets model ids itself, so any well-formed id passes."""
+    if settings.TUNIX_TRAINER_COMMAND:
+        return
+    entry = model_catalog.lookup(model_id)
+    if entry is None:
+        raise ServiceError(model_catalog.unknown_model_message(model_id), field="model_id")
+    if entry.is_preset or mode != RunMode.LOCAL or settings.TUNIX_MODEL_DOWNLOAD:
+        return
+    if not settings.TUNIX_MODELS_DIR_SHARED:  # the workers' model directory is not visible here
+        return
+    directory = model_catalog.checkpoint_directory(Path(settings.TUNIX_MODELS_DIR), model_id)
+    missing = model_catalog.missing_checkpoint_files(directory)
+    if missing:
+        raise ServiceError(
+            f"{model_id} has no checkpoint on the worker hosts: {directory} lacks "
+            f"{', '.join(missing)} (put the Hugging Face safetensors checkpoint there, or allow "
+            "downloads with TUNIX_MODEL_DOWNLOAD=1)",
+            field="model_id",
+        )
 
 
 def _replay(user: User | None, key: str, fingerprint: str) -> TunixRun | None:
@@ -467,7 +493,19 @@ def _spec(run: TunixRun, output_dir: Path) -> dict[str, Any]:
         dataset_format=run.dataset.format,
         config=run.config,
         output_dir=output_dir,
+        attempt=run.attempt,
+        checkpoint_dir=_checkpoint_dir(run.model_id),
+        allow_download=settings.TUNIX_MODEL_DOWNLOAD,
     )
+
+
+def _checkpoint_dir(model_id: str) -> Path | None:
+    """Where this worker host keeps a real model's checkpoint (None for the preset or an id
+    outside the catalog, which a custom trainer interprets itself)."""
+    entry = model_catalog.lookup(model_id)
+    if entry is None or entry.is_preset:
+        return None
+    return model_catalog.checkpoint_directory(Path(settings.TUNIX_MODELS_DIR), model_id)
 
 
 def tunix_runtime_available() -> bool:
@@ -503,6 +541,19 @@ def trainer_argv(config_path: Path) -> list[str]:
     """Local mode's command: the configured trainer, or the project's Tunix trainer."""
     prefix = settings.TUNIX_TRAINER_COMMAND or [sys.executable, "-m", "runs.trainer"]
     return [*prefix, str(config_path)]
+
+
+def trainer_environment() -> dict[str, str]:
+    """The training process's environment: the worker's, with the project importable (the
+    child runs in the run's directory) and the Hugging Face hub offline unless this worker
+    host may download models."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH", "")) if p
+    )
+    if not settings.TUNIX_MODEL_DOWNLOAD:
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env
 
 
 def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> RunOutcome:
@@ -566,6 +617,7 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         timeout_seconds=run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS,
         max_output_bytes=settings.TUNIX_OUTPUT_MAX_BYTES,
         cwd=output_dir,
+        env=trainer_environment(),
         kill_grace_seconds=settings.TUNIX_KILL_GRACE_SECONDS,
         tick_seconds=min(settings.TUNIX_PROGRESS_SECONDS, settings.TUNIX_HEARTBEAT_SECONDS),
         on_tick=tick,
@@ -576,6 +628,13 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
     if requeue:
         raise _Requeue()
     outcome = outcome_from_result(result, timeout_seconds=run.timeout_seconds)
+    if outcome.reason == FailureReason.NONZERO_EXIT and tracker.error is not None:
+        # The trainer said why it refused the run: that beats "exited with code 2".
+        reason, message = tracker.error
+        known = reason in FailureReason.values and reason != FailureReason.NONE
+        outcome = dataclasses.replace(
+            outcome, reason=reason if known else FailureReason.NONZERO_EXIT, message=message
+        )
     return dataclasses.replace(outcome, progress=tracker.snapshot())
 
 

@@ -19,7 +19,13 @@ class Param:
 
 PARAMS: tuple[Param, ...] = (
     Param(
-        "learning_rate", float, 2e-5, 0.0, 1.0, "Optimizer learning rate", exclusive_minimum=True
+        "learning_rate",
+        float,
+        None,
+        0.0,
+        1.0,
+        "Optimizer learning rate (default: the model's, 3e-3 for the tiny preset, else 2e-5)",
+        exclusive_minimum=True,
     ),
     Param("num_epochs", int, 3, 1, 100, "Passes over the training split"),
     Param("batch_size", int, 8, 1, 512, "Examples per optimizer step"),

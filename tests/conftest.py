@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
-from tests.support.clusters import QCluster, start_clusters
+from tests.support.clusters import FAKE_TRAINER, QCluster, start_clusters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATASET = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
@@ -57,12 +58,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _isolated_roots(settings: Any, tmp_path: Path) -> None:
-    """Every test gets its own datasets and artifacts directories, and no cached tokens."""
+    """Every test gets its own datasets, artifacts and models directories, and no cached
+    tokens."""
     from runs.api.authentication import clear_cache
 
     settings.TUNIX_DATASETS_ROOT = tmp_path / "datasets"
     settings.TUNIX_ARTIFACTS_ROOT = tmp_path / "artifacts"
+    settings.TUNIX_MODELS_DIR = tmp_path / "models"
     clear_cache()
+
+
+@pytest.fixture
+def tunix_runtime() -> None:
+    """Tests that train for real need google-tunix (make install-tunix). Without it they
+    skip, unless TUNIX_REQUIRE_TRAINING=1 (CI) makes that a failure."""
+    import importlib.util
+
+    if importlib.util.find_spec("tunix") is None:
+        reason = "google-tunix is not installed (make install-tunix)"
+        if os.environ.get("TUNIX_REQUIRE_TRAINING") == "1":
+            pytest.fail(f"{reason}; TUNIX_REQUIRE_TRAINING=1 makes this a failure")
+        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -122,8 +138,13 @@ def jsonl() -> Callable[..., bytes]:
 
 
 @pytest.fixture
-def clusters(tmp_path: Path, demo_dataset: Any) -> Iterator[Callable[..., list[QCluster]]]:
-    """Start real `manage.py qcluster` processes on the test database; stopped at teardown."""
+def clusters(
+    tmp_path: Path, demo_dataset: Any, settings: Any
+) -> Iterator[Callable[..., list[QCluster]]]:
+    """Start real `manage.py qcluster` processes on the test database; stopped at teardown.
+    Their trainer is the fake one (unless a test's env says otherwise), and so is the test
+    process's, so runs it submits pass the same model check."""
+    settings.TUNIX_TRAINER_COMMAND = [sys.executable, str(FAKE_TRAINER)]
     started: list[Iterator[list[QCluster]]] = []
 
     def start(count: int = 1, **env: str) -> list[QCluster]:

@@ -41,7 +41,7 @@ def test_async_validation_matches_sync(operator_client: APIClient, demo_dataset:
         {**BODY, "dataset_key": "missing-v1"},
         {**BODY, "batch_size": 0},
         {**BODY, "typo_field": 1},
-        {"model_id": "m"},
+        {"model_id": "tunix-rt/tiny-llama3"},
     ):
         response = post_async(operator_client, body)
         assert response.status_code == 400, body
@@ -103,7 +103,7 @@ def test_idempotency_key_header_replays_the_first_run(
     assert again.json()["run_id"] == first.json()["run_id"]
     assert TunixRun.objects.count() == 1
     assert OrmQ.objects.count() == 1
-    changed = post_async(operator_client, {**BODY, "model_id": "google/gemma-3-1b"}, key="k-1")
+    changed = post_async(operator_client, {**BODY, "model_id": "google/gemma-3-1b-it"}, key="k-1")
     assert changed.status_code == 422
     assert changed["Content-Type"] == "application/problem+json"
     assert TunixRun.objects.count() == 1

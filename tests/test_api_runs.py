@@ -90,7 +90,12 @@ def test_sync_dry_run_completes_with_the_real_validation_summary(
     assert TunixRun.objects.get(id=run["run_id"]).status == RunStatus.COMPLETED
     written = json.loads(config.read_text())
     assert written["run_id"] == run["run_id"]
-    assert written["model"] == {"id": "google/gemma-3-270m"}
+    # A real model: the worker host's checkpoint directory for it, downloads off by default.
+    assert written["model"] == {
+        "id": "google/gemma-3-270m",
+        "checkpoint_dir": str(Path(settings.TUNIX_MODELS_DIR) / "google" / "gemma-3-270m"),
+        "allow_download": False,
+    }
     assert written["dataset"]["key"] == "tunix-demo-v1"
 
 
@@ -195,7 +200,8 @@ def test_local_mode_without_the_tunix_runtime_records_a_failed_run(
     settings.TUNIX_TRAINER_COMMAND = None
     monkeypatch.setattr(services, "tunix_runtime_available", lambda: False)
 
-    response = operator_client.post(SUBMIT, {**BODY, "dry_run": False}, format="json")
+    body = {**BODY, "dry_run": False, "model_id": "tunix-rt/tiny-llama3"}
+    response = operator_client.post(SUBMIT, body, format="json")
 
     assert response.status_code == 201  # the run exists; its outcome is in the body
     run = response.json()

@@ -99,7 +99,7 @@ def test_same_key_with_a_different_body_is_refused(demo_dataset: Any) -> None:
     user = UserFactory()
     submit(user, "key-1")
     with pytest.raises(services.IdempotencyMismatch):
-        submit(user, "key-1", model_id="google/gemma-3-1b")
+        submit(user, "key-1", model_id="google/gemma-3-1b-it")
     assert TunixRun.objects.count() == 1
 
 

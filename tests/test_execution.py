@@ -17,11 +17,13 @@ from runs.models import RunMode, RunStatus, TunixRun
 pytestmark = pytest.mark.django_db
 
 
-def _sync(mode: str = RunMode.DRY_RUN, **config: Any) -> TunixRun:
+def _sync(
+    mode: str = RunMode.DRY_RUN, model_id: str = "google/gemma-3-270m", **config: Any
+) -> TunixRun:
     return services.run_sync(
         user=None,
         dataset_key="tunix-demo-v1",
-        model_id="google/gemma-3-270m",
+        model_id=model_id,
         mode=mode,
         config=config,
     ).run
@@ -76,7 +78,11 @@ def test_dry_run_fails_when_the_file_is_gone(demo_dataset: Any) -> None:
 
 def test_stored_config_is_checked_again_at_execution(demo_dataset: Any) -> None:
     run = services.run_create(
-        user=None, dataset_key="tunix-demo-v1", model_id="m", mode=RunMode.DRY_RUN, config={}
+        user=None,
+        dataset_key="tunix-demo-v1",
+        model_id="tunix-rt/tiny-llama3",
+        mode=RunMode.DRY_RUN,
+        config={},
     )
     TunixRun.objects.filter(id=run.id).update(config={**run.config, "batch_size": 0})
     claimed = services.run_claim(run_id=run.id, worker_id="test")
@@ -86,8 +92,11 @@ def test_stored_config_is_checked_again_at_execution(demo_dataset: Any) -> None:
     assert "batch_size" in done.error_message
 
 
-def test_local_mode_without_tunix_fails_with_a_clear_reason(demo_dataset: Any) -> None:
-    run = _sync(mode=RunMode.LOCAL)
+def test_local_mode_without_tunix_fails_with_a_clear_reason(
+    demo_dataset: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "tunix_runtime_available", lambda: False)
+    run = _sync(mode=RunMode.LOCAL, model_id="tunix-rt/tiny-llama3")
     assert run.status == RunStatus.FAILED
     assert run.error_reason == "runtime_missing"
     assert "requirements-tunix.txt" in run.error_message

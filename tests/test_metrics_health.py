@@ -36,7 +36,12 @@ def scrape(client: Client, **headers: str) -> str:
 
 def submit(**kw: Any) -> TunixRun:
     return services.run_submit(
-        user=None, dataset_key="tunix-demo-v1", model_id="m", mode=RunMode.DRY_RUN, config={}, **kw
+        user=None,
+        dataset_key="tunix-demo-v1",
+        model_id="tunix-rt/tiny-llama3",
+        mode=RunMode.DRY_RUN,
+        config={},
+        **kw,
     ).run
 
 
@@ -46,7 +51,11 @@ def test_metrics_carry_the_seed_names_without_per_run_labels(
 ) -> None:
     before = sample(scrape(client), "tunix_runs_total", status="completed") or 0.0
     services.run_sync(
-        user=None, dataset_key="tunix-demo-v1", model_id="m", mode="dry-run", config={}
+        user=None,
+        dataset_key="tunix-demo-v1",
+        model_id="tunix-rt/tiny-llama3",
+        mode="dry-run",
+        config={},
     )
     text = scrape(client)
     assert sample(text, "tunix_runs_total", status="completed") == before + 1

@@ -159,7 +159,12 @@ def test_launch_async_queues_and_lands_on_the_list(web: Client, demo_dataset: An
 def test_launch_sync_runs_at_once(web: Client, demo_dataset: Any) -> None:
     web.post(
         "/runs/new",
-        {"dataset": "tunix-demo-v1", "model_id": "m", "mode": "dry-run", "execution": "sync"},
+        {
+            "dataset": "tunix-demo-v1",
+            "model_id": "tunix-rt/tiny-llama3",
+            "mode": "dry-run",
+            "execution": "sync",
+        },
     )
     assert TunixRun.objects.get().status == RunStatus.COMPLETED
 

@@ -80,7 +80,7 @@ def test_draining_worker_hands_the_task_back(demo_dataset: Any) -> None:
     run = services.run_submit(
         user=None,
         dataset_key="tunix-demo-v1",
-        model_id="m",
+        model_id="tunix-rt/tiny-llama3",
         mode="dry-run",
         config={},
         enqueue=True,
@@ -96,7 +96,7 @@ def test_a_redelivered_task_does_nothing(demo_dataset: Any) -> None:
     run = services.run_submit(
         user=None,
         dataset_key="tunix-demo-v1",
-        model_id="m",
+        model_id="tunix-rt/tiny-llama3",
         mode="dry-run",
         config={},
         enqueue=True,

@@ -260,7 +260,7 @@ def test_a_run_finished_by_a_qcluster_is_delivered_by_the_queue(
     run = services.run_submit(
         user=None,
         dataset_key="tunix-demo-v1",
-        model_id="m",
+        model_id="tunix-rt/tiny-llama3",
         mode="dry-run",
         config={},
         enqueue=True,

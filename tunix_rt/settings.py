@@ -124,6 +124,15 @@ TUNIX_TRAINER_COMMAND: list[str] | None = (
     else None
 )
 
+# Real models for local training: each catalog model's Hugging Face safetensors checkpoint in
+# TUNIX_MODELS_DIR/<org>/<name> on every worker host. TUNIX_MODEL_DOWNLOAD=1 lets a worker with
+# network fetch a missing one from the hub into that directory. When the web host sees the same
+# directory (one host, or a shared mount: TUNIX_MODELS_DIR_SHARED=1, the default), a local run
+# of a model that is not there is refused at submit time instead of failing on the worker.
+TUNIX_MODELS_DIR = Path(env_str("TUNIX_MODELS_DIR", str(VAR_DIR / "models")))
+TUNIX_MODEL_DOWNLOAD = env_bool("TUNIX_MODEL_DOWNLOAD", False)
+TUNIX_MODELS_DIR_SHARED = env_bool("TUNIX_MODELS_DIR_SHARED", True)
+
 # How often a running training's reported progress (step, loss) is written to its run, at most.
 TUNIX_PROGRESS_SECONDS = env_int("TUNIX_PROGRESS_SECONDS", 1, minimum=1)
 # Worker liveness and recovery. A running run heartbeats every TUNIX_HEARTBEAT_SECONDS; the

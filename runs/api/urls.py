@@ -22,6 +22,7 @@ urlpatterns = [
         views.RunArtifactView.as_view(),
         name="run-artifact",
     ),
+    path("tunix/models", views.ModelListView.as_view(), name="model-list"),
     path("tunix/datasets", views.DatasetListView.as_view(), name="dataset-list"),
     path("tunix/datasets/<str:key>", views.DatasetDetailView.as_view(), name="dataset-detail"),
     # Last: every other path under tunix/ (a typo, a trailing slash) answers a problem+json 404.

@@ -34,7 +34,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from runs import artifacts, selectors, services
+from runs import artifacts, model_catalog, selectors, services
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
@@ -351,6 +351,42 @@ class RunCancelView(APIView):
         cancelled = services.run_cancel(run_id=run.id)
         row = selectors.run_status(run_id=cancelled.id)
         return Response(RunStatusSerializer(row).data)
+
+
+class ModelListView(APIView):
+    @extend_schema(
+        operation_id="model_list",
+        responses={
+            200: inline_serializer(
+                "ModelEntry",
+                {
+                    "id": drf_serializers.CharField(),
+                    "family": drf_serializers.CharField(),
+                    "description": drf_serializers.CharField(),
+                    "preset": drf_serializers.BooleanField(
+                        help_text="true: random weights, needs no checkpoint"
+                    ),
+                    "default_learning_rate": drf_serializers.FloatField(),
+                },
+                many=True,
+            )
+        },
+        description="Models local mode trains with the built-in Tunix trainer. A worker host "
+        "needs a real model's checkpoint in TUNIX_MODELS_DIR/<id> (or TUNIX_MODEL_DOWNLOAD=1).",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            [
+                {
+                    "id": entry.id,
+                    "family": entry.family,
+                    "description": entry.description,
+                    "preset": entry.is_preset,
+                    "default_learning_rate": entry.learning_rate,
+                }
+                for entry in model_catalog.CATALOG.values()
+            ]
+        )
 
 
 class DatasetListView(APIView):

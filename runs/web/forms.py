@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
 
-from runs import training_config
+from runs import model_catalog, training_config
 from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus
 
 
@@ -40,9 +40,11 @@ class RunLaunchForm(forms.Form):
     )
     model_id = forms.CharField(
         max_length=256,
-        initial="google/gemma-3-270m",
+        initial=model_catalog.TINY_MODEL_ID,
         validators=[RegexValidator(MODEL_ID_PATTERN, "like 'org/name' or 'name'")],
-        help_text="Hugging Face style id, e.g. google/gemma-3-270m",
+        help_text=f"{model_catalog.TINY_MODEL_ID} trains on CPU in seconds; real models "
+        "(e.g. google/gemma-3-270m) need their checkpoint on the worker hosts",
+        widget=forms.TextInput(attrs={"list": "model-choices", "autocomplete": "off"}),
     )
     mode = forms.ChoiceField(
         choices=RunMode.choices,

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from runs import artifacts, selectors, services
+from runs import artifacts, model_catalog, selectors, services
 from runs.models import ACTIVE_STATUSES, TunixRun
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
 
@@ -243,7 +243,11 @@ def run_launch(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Run {str(run.id)[:8]} {verb}.", extra_tags=link)
             return redirect("web:run-list")
     has_datasets = selectors.dataset_list().exists()
-    return render(request, "runs/run_launch.html", {"form": form, "has_datasets": has_datasets})
+    return render(
+        request,
+        "runs/run_launch.html",
+        {"form": form, "has_datasets": has_datasets, "models": model_catalog.CATALOG.values()},
+    )
 
 
 @require_http_methods(["GET", "POST"])

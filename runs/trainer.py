@@ -1,0 +1,469 @@
+"""Local mode's training process: ``python -m runs.trainer CONFIG``.
+
+The worker writes CONFIG (the run's spec, every path absolute) and runs this module as the
+run's child process. It reads the dataset JSONL (prompt/completion or chat; the loss counts the
+completion only), holds out an evaluation split, builds the model (the tiny preset from random
+weights, or a Tunix-supported checkpoint from the worker host's model directory), trains it
+with Tunix's ``PeftTrainer`` and optax (full fine-tuning, or LoRA when ``lora_rank`` > 0),
+writes Orbax checkpoints and TensorBoard metrics into the run's directory, and reports on
+stdout, one line each (see runs/progress.py):
+
+    TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81}
+    TUNIX_RESULT {"train_loss": ..., "eval_loss": ..., "steps": ..., "tokens_per_second": ...}
+    TUNIX_ERROR {"reason": "model_unavailable", "message": "..."}   (then exit code 2)
+
+No Django: this runs on a worker host in a fresh interpreter. JAX and Tunix are imported only
+once the config has been read and checked, so a bad config fails in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runs import model_catalog
+from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX
+
+EXIT_REFUSED = 2  # the trainer refused the run and said why on a TUNIX_ERROR line
+MAX_EVALS = 10  # evaluations per run, the last one always after the final step
+PAD, BOS, EOS, BYTE_OFFSET = 0, 1, 2, 3  # the tiny preset's byte tokenizer
+TINY_VOCAB = 256 + BYTE_OFFSET
+# LoRA targets by family: attention and MLP projections (and the head for the random-weight
+# preset, whose frozen random head would otherwise cap what adapters can learn).
+LORA_TARGETS = {
+    "tiny": ".*_proj|.*lm_head",
+    "llama3": ".*q_proj|.*k_proj|.*v_proj|.*o_proj|.*gate_proj|.*up_proj|.*down_proj",
+    "qwen2": ".*q_proj|.*k_proj|.*v_proj|.*o_proj|.*gate_proj|.*up_proj|.*down_proj",
+    "qwen3": ".*q_proj|.*k_proj|.*v_proj|.*o_proj|.*gate_proj|.*up_proj|.*down_proj",
+    "gemma3": ".*q_einsum|.*kv_einsum|.*gate_proj|.*up_proj|.*down_proj",
+}
+
+
+class TrainerError(Exception):
+    """A run this trainer cannot train, with the FailureReason value the run should get."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def emit(prefix: str, payload: dict[str, Any]) -> None:
+    print(prefix + json.dumps(payload, sort_keys=True), flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Example:
+    tokens: list[int]
+    mask: list[int]  # 1 where the token is part of the completion (and carries loss)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: nothing to download, any text round-trips."""
+
+    vocab_size = TINY_VOCAB
+    pad_id, bos_id, eos_id = PAD, BOS, EOS
+
+    def encode(self, text: str) -> list[int]:
+        return [b + BYTE_OFFSET for b in text.encode("utf-8")]
+
+
+class HubTokenizer:
+    """A checkpoint directory's own tokenizer (Hugging Face files next to the weights)."""
+
+    def __init__(self, directory: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.bos_id = self.tokenizer.bos_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str | None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+        return str(
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        )
+
+
+def prompt_and_completion(record: dict[str, Any], tokenizer: Any) -> tuple[str, str]:
+    """Chat records train on their last assistant message; everything before is the prompt."""
+    if "messages" not in record:
+        return str(record["prompt"]), str(record["completion"])
+    messages = record["messages"]
+    context = messages[:-1]
+    rendered = tokenizer.chat_prompt(context) if hasattr(tokenizer, "chat_prompt") else None
+    if rendered is None:
+        rendered = "".join(f"{m['role']}: {m['content']}\n" for m in context) + "assistant: "
+    return rendered, str(messages[-1]["content"])
+
+
+def encode(record: dict[str, Any], tokenizer: Any, max_length: int) -> Example | None:
+    """Tokens and loss mask for one record, cut to ``max_length``; None if no completion
+    token survives the cut (the prompt alone is longer than the limit)."""
+    prompt, completion = prompt_and_completion(record, tokenizer)
+    head = ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + tokenizer.encode(prompt)
+    tail = tokenizer.encode(completion) + (
+        [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    )
+    tokens = (head + tail)[:max_length]
+    mask = ([0] * len(head) + [1] * len(tail))[:max_length]
+    if sum(mask) == 0:
+        return None
+    return Example(tokens, mask)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def split_records(
+    records: list[dict[str, Any]], eval_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Shuffle with the run's seed, then hold the first ``eval_fraction`` out for evaluation."""
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)  # noqa: S311 - reproducible split, not a secret
+    held_out = int(len(shuffled) * eval_fraction)
+    return shuffled[held_out:], shuffled[:held_out]
+
+
+def sequence_length(examples: Sequence[Example], limit: int) -> int:
+    """One padded length for every batch (one compilation): the longest example, rounded up
+    to a multiple of 8, never above the run's limit."""
+    longest = max(len(e.tokens) for e in examples)
+    return min(limit, -(-longest // 8) * 8)
+
+
+def plan_steps(train_count: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    total = math.ceil(train_count / batch_size) * epochs
+    return min(total, max_steps) if max_steps else total
+
+
+def eval_interval(total_steps: int, max_evals: int = MAX_EVALS) -> int:
+    """The smallest divisor of ``total_steps`` giving at most ``max_evals`` evaluations, so the
+    last one always falls on the final step."""
+    for divisor in range(1, total_steps + 1):
+        if total_steps % divisor == 0 and total_steps // divisor <= max_evals:
+            return divisor
+    return total_steps
+
+
+def batch_arrays(
+    examples: Sequence[Example], length: int, pad_id: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    tokens = [e.tokens + [pad_id] * (length - len(e.tokens)) for e in examples]
+    masks = [e.mask + [0] * (length - len(e.mask)) for e in examples]
+    return tokens, masks
+
+
+def train_batches(
+    examples: Sequence[Example], batch_size: int, steps: int, seed: int
+) -> Iterator[list[Example]]:
+    """``steps`` full batches; each epoch reshuffled, a short last batch topped up from the
+    next epoch so every step has the same shape."""
+    rng = random.Random(seed + 1)  # noqa: S311 - reproducible order, not a secret
+    order: list[Example] = []
+    for _ in range(steps):
+        while len(order) < batch_size:
+            epoch = list(examples)
+            rng.shuffle(epoch)
+            order.extend(epoch)
+        yield order[:batch_size]
+        del order[:batch_size]
+
+
+def eval_batches(examples: Sequence[Example], batch_size: int) -> list[list[Example]]:
+    """Every held-out example once; the last batch topped up with repeats of the first ones."""
+    batches = []
+    for start in range(0, len(examples), batch_size):
+        batch = list(examples[start : start + batch_size])
+        batch += list(examples[: batch_size - len(batch)])
+        while len(batch) < batch_size:  # fewer held-out examples than one batch
+            batch += list(examples[: batch_size - len(batch)])
+        batches.append(batch)
+    return batches
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_id: str
+    model: model_catalog.ModelEntry
+    checkpoint_dir: Path | None  # a real model's weights; None for the preset
+    allow_download: bool
+    dataset: Path
+    hyper: dict[str, Any]
+    checkpoints: Path
+    metrics: Path
+
+
+def read_plan(config_path: Path) -> Plan:
+    try:
+        spec = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainerError(
+            "config_invalid", f"cannot read run config {config_path}: {exc}"
+        ) from exc
+    model_id = spec["model"]["id"]
+    entry = model_catalog.lookup(model_id)
+    if entry is None:
+        raise TrainerError("model_unavailable", model_catalog.unknown_model_message(model_id))
+    checkpoint = spec["model"].get("checkpoint_dir")
+    output = spec["output"]
+    for key in ("checkpoints", "metrics"):
+        if not Path(output[key]).is_absolute():  # Orbax refuses relative paths
+            raise TrainerError("config_invalid", f"output.{key} must be absolute")
+    return Plan(
+        run_id=spec["run_id"],
+        model=entry,
+        checkpoint_dir=Path(checkpoint) if checkpoint else None,
+        allow_download=bool(spec["model"].get("allow_download")),
+        dataset=Path(spec["dataset"]["path"]),
+        hyper=spec["training"],
+        checkpoints=Path(output["checkpoints"]),
+        metrics=Path(output["metrics"]),
+    )
+
+
+def resolve_checkpoint(plan: Plan) -> Path:
+    """The real model's checkpoint directory, downloaded first if allowed and missing."""
+    directory = plan.checkpoint_dir
+    if directory is None:
+        raise TrainerError(
+            "model_unavailable",
+            f"{plan.model.id} needs a checkpoint directory on the worker host "
+            "(set TUNIX_MODELS_DIR there)",
+        )
+    missing = model_catalog.missing_checkpoint_files(directory)
+    if missing and plan.allow_download:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(
+                repo_id=plan.model.id,
+                local_dir=str(directory),
+                allow_patterns=["*.safetensors", "*.json", "tokenizer*", "*.model"],
+            )
+        except Exception as exc:  # network, auth, gated repository: all mean "not here"
+            raise TrainerError(
+                "model_unavailable",
+                f"{plan.model.id} is not in {directory} and downloading it failed: "
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+        missing = model_catalog.missing_checkpoint_files(directory)
+    if missing:
+        raise TrainerError(
+            "model_unavailable",
+            f"{plan.model.id}: checkpoint directory {directory} lacks {', '.join(missing)} "
+            "(put the Hugging Face safetensors checkpoint there, or allow downloads on the "
+            "worker host with TUNIX_MODEL_DOWNLOAD=1)",
+        )
+    return directory
+
+
+# --------------------------------------------------------------------------- training
+
+
+def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tuple[Any, Any]:
+    """(model, tokenizer) for the plan's model: random weights for the preset, else the
+    checkpoint directory's."""
+    from flax import nnx
+
+    if plan.model.is_preset:
+        from tunix.models.llama3 import model as llama3
+
+        config = llama3.ModelConfig(
+            num_layers=2,
+            vocab_size=TINY_VOCAB,
+            embed_dim=64,
+            hidden_dim=128,
+            num_heads=4,
+            head_dim=16,
+            num_kv_heads=2,
+            rope_theta=10_000,
+            norm_eps=1e-5,
+        )
+        with mesh:
+            return llama3.Llama3(config, rngs=nnx.Rngs(seed)), ByteTokenizer()
+    assert checkpoint is not None
+    directory = checkpoint
+    from tunix.models import automodel, naming
+
+    model_name = naming.ModelNaming(model_id=plan.model.id).model_name
+    try:
+        config = automodel.call_model_config(model_name)
+        model = automodel.create_model_from_safe_tensors(model_name, str(directory), config, mesh)
+        tokenizer = HubTokenizer(directory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainerError(
+            "model_unavailable",
+            f"{plan.model.id}: cannot load the checkpoint in {directory}: "
+            f"{type(exc).__name__}: {exc}",
+        ) from exc
+    return model, tokenizer
+
+
+def with_lora(model: Any, family: str, rank: int, alpha: float, seed: int) -> Any:
+    import qwix
+    from flax import nnx
+
+    provider = qwix.LoraProvider(module_path=LORA_TARGETS[family], rank=rank, alpha=alpha)
+    return qwix.apply_lora_to_model(
+        model, provider, rngs=nnx.Rngs(seed + 2), **model.get_model_input()
+    )
+
+
+def train(plan: Plan) -> dict[str, Any]:
+    hyper = plan.hyper
+    seed = int(hyper["seed"])
+    records = read_records(plan.dataset)
+    train_records, eval_records = split_records(records, float(hyper["eval_fraction"]), seed)
+    # A missing checkpoint is reported before the slow imports.
+    checkpoint = None if plan.model.is_preset else resolve_checkpoint(plan)
+
+    import jax
+    import numpy as np
+    import optax
+    from tunix.sft import hooks, metrics_logger, peft_trainer, utils
+    from tunix.utils import mesh as mesh_lib
+
+    batch_size = int(hyper["batch_size"])
+    devices = jax.device_count() if batch_size % jax.device_count() == 0 else 1
+    mesh = mesh_lib.create_mesh((devices, 1), ("fsdp", "tp"))
+    model, tokenizer = build_model(plan, checkpoint, mesh, seed)
+
+    def encode_all(rows: list[dict[str, Any]]) -> list[Example]:
+        encoded = (encode(r, tokenizer, int(hyper["max_seq_length"])) for r in rows)
+        return [e for e in encoded if e is not None]
+
+    train_examples, eval_examples = encode_all(train_records), encode_all(eval_records)
+    if not train_examples:
+        raise TrainerError(
+            "config_invalid",
+            "no training example keeps a completion token within max_seq_length "
+            f"({hyper['max_seq_length']}); raise it or lower eval_fraction",
+        )
+    length = sequence_length([*train_examples, *eval_examples], int(hyper["max_seq_length"]))
+    total_steps = plan_steps(
+        len(train_examples), batch_size, int(hyper["num_epochs"]), hyper.get("max_steps")
+    )
+    every = eval_interval(total_steps)
+
+    def to_input(batch: list[Example]) -> Any:
+        tokens, masks = batch_arrays(batch, length, tokenizer.pad_id)
+        return peft_trainer.TrainingInput(
+            input_tokens=np.array(tokens, np.int32), input_mask=np.array(masks, bool)
+        )
+
+    if int(hyper["lora_rank"]) > 0:
+        with mesh:
+            model = with_lora(
+                model, plan.model.family, int(hyper["lora_rank"]), float(hyper["lora_alpha"]), seed
+            )
+
+    import orbax.checkpoint as ocp
+
+    config = peft_trainer.TrainingConfig(
+        eval_every_n_steps=every,
+        max_steps=total_steps,
+        checkpoint_root_directory=str(plan.checkpoints),
+        checkpointing_options=ocp.CheckpointManagerOptions(
+            # About four checkpoints a run (the last one always): each costs a pause.
+            save_interval_steps=max(every, math.ceil(total_steps / 4)),
+            max_to_keep=2,
+        ),
+        metrics_logging_options=metrics_logger.MetricsLoggerOptions(
+            log_dir=str(plan.metrics), flush_every_n_steps=max(1, every)
+        ),
+        pbar_description=None,
+    )
+    learning_rate = float(hyper.get("learning_rate") or plan.model.learning_rate)
+    optimizer = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate)
+    trainer = peft_trainer.PeftTrainer(model, optimizer, config)
+    trainer = trainer.with_gen_model_input_fn(
+        lambda x: {
+            "input_tokens": x.input_tokens,
+            "input_mask": x.input_mask,
+            "positions": utils.build_positions_from_mask(x.input_tokens != tokenizer.pad_id),
+            "attention_mask": utils.make_causal_attn_mask(x.input_tokens != tokenizer.pad_id),
+        }
+    )
+    eval_set = (
+        [to_input(b) for b in eval_batches(eval_examples, batch_size)] if eval_examples else None
+    )
+    seen: dict[str, float] = {}
+
+    class Report(hooks.TrainingHooks):  # type: ignore[misc]
+        def on_train_start(self, _trainer: Any) -> None: ...
+        def on_train_end(self, _trainer: Any) -> None: ...
+        def on_train_step_start(self, _trainer: Any) -> None: ...
+        def on_eval_step_start(self, _trainer: Any) -> None: ...
+
+        def on_train_step_end(self, _trainer: Any, step: int, loss: Any) -> None:
+            value = float(np.mean(np.asarray(loss)))
+            seen["train_loss"] = value
+            emit(PROGRESS_PREFIX, {"step": int(step), "total_steps": total_steps, "loss": value})
+
+        def on_eval_step_end(self, _trainer: Any, eval_loss: Any) -> None:
+            # Tunix hands over the sum over evaluation batches; report the mean.
+            assert eval_set is not None
+            seen["eval_loss"] = float(np.asarray(eval_loss)) / len(eval_set)
+
+    trainer.with_training_hooks(Report())
+    emit(PROGRESS_PREFIX, {"step": 0, "total_steps": total_steps})  # compiling from here
+    tokens_per_step = batch_size * length
+    started = time.monotonic()
+    with mesh:
+        trainer.train(
+            (to_input(b) for b in train_batches(train_examples, batch_size, total_steps, seed)),
+            eval_set,
+        )
+    wall = time.monotonic() - started
+    result: dict[str, Any] = {
+        "steps": int(trainer.train_steps),
+        "train_loss": seen.get("train_loss"),
+        "eval_loss": seen.get("eval_loss"),
+        "tokens_per_second": round(tokens_per_step * trainer.train_steps / wall, 1),
+        "wall_seconds": round(wall, 3),
+    }
+    return {k: v for k, v in result.items() if v is not None}
+
+
+def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = print) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        out("usage: python -m runs.trainer CONFIG.json")
+        return EXIT_REFUSED
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        plan = read_plan(Path(args[0]))
+        plan.checkpoints.mkdir(parents=True, exist_ok=True)
+        plan.metrics.mkdir(parents=True, exist_ok=True)
+        result = train(plan)
+    except TrainerError as exc:
+        emit(ERROR_PREFIX, {"reason": exc.reason, "message": exc.message})
+        return EXIT_REFUSED
+    emit(RESULT_PREFIX, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The Tunix trainer process (runs/trainer.py): data preparation, step planning, refusals with
+a reason, and real tiny trainings run directly (full fine-tuning and LoRA)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runs import model_catalog, trainer
+from runs.progress import LineSplitter, ProgressTracker
+from tests.support.clusters import REPO_ROOT
+
+DEMO = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
+HYPER = {
+    "learning_rate": None,
+    "num_epochs": 3,
+    "batch_size": 8,
+    "max_seq_length": 2048,
+    "max_steps": None,
+    "eval_fraction": 0.1,
+    "seed": 42,
+    "lora_rank": 0,
+    "lora_alpha": 16.0,
+}
+
+
+def write_config(
+    directory: Path, *, model_id: str = model_catalog.TINY_MODEL_ID, **overrides: Any
+) -> Path:
+    model: dict[str, Any] = {"id": model_id}
+    if "checkpoint_dir" in overrides:
+        model["checkpoint_dir"] = str(overrides.pop("checkpoint_dir"))
+    spec = {
+        "run_id": "test-run",
+        "mode": "local",
+        "model": model,
+        "dataset": {"key": "demo", "path": str(DEMO), "format": "prompt_completion"},
+        "training": {**HYPER, **overrides},
+        "output": {
+            "dir": str(directory),
+            "checkpoints": str(directory / "checkpoints" / "attempt-1"),
+            "metrics": str(directory / "metrics" / "attempt-1"),
+        },
+    }
+    path = directory / "tunix_config.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def run_trainer(config: Path) -> tuple[int, ProgressTracker, str]:
+    """The trainer as the worker runs it: a child process, stdout parsed line by line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runs.trainer", str(config)],
+        cwd=config.parent,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
+    tracker = ProgressTracker()
+    lines = LineSplitter(tracker.feed_line)
+    lines.feed(proc.stdout)
+    lines.close()
+    return proc.returncode, tracker, proc.stderr.decode(errors="replace")
+
+
+# --------------------------------------------------------------------------- data preparation
+
+
+def test_loss_mask_covers_the_completion_and_end_token_only() -> None:
+    example = trainer.encode({"prompt": "Hi", "completion": "yo"}, trainer.ByteTokenizer(), 64)
+    assert example is not None
+    assert example.tokens == [trainer.BOS, ord("H") + 3, ord("i") + 3, ord("y") + 3, ord("o") + 3,
+                              trainer.EOS]  # fmt: skip
+    assert example.mask == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_record_whose_prompt_fills_the_limit_is_dropped() -> None:
+    tokenizer = trainer.ByteTokenizer()
+    assert trainer.encode({"prompt": "x" * 20, "completion": "y"}, tokenizer, 16) is None
+    cut = trainer.encode({"prompt": "x" * 10, "completion": "y" * 20}, tokenizer, 16)
+    assert cut is not None
+    assert (len(cut.tokens), sum(cut.mask)) == (16, 5)
+
+
+def test_chat_records_train_on_the_last_assistant_message() -> None:
+    record = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+        ]
+    }
+    prompt, completion = trainer.prompt_and_completion(record, trainer.ByteTokenizer())
+    assert prompt == "system: Be brief.\nuser: 2+2?\nassistant: "
+    assert completion == "4"
+
+
+def test_the_split_is_reproducible_and_holds_out_the_fraction() -> None:
+    records = [{"prompt": str(i), "completion": "c"} for i in range(50)]
+    train, held_out = trainer.split_records(records, 0.2, seed=7)
+    assert (len(train), len(held_out)) == (40, 10)
+    assert trainer.split_records(records, 0.2, seed=7) == (train, held_out)
+    assert trainer.split_records(records, 0.2, seed=8) != (train, held_out)
+    assert sorted(r["prompt"] for r in train + held_out) == sorted(r["prompt"] for r in records)
+
+
+def test_steps_follow_epochs_and_max_steps() -> None:
+    assert trainer.plan_steps(58, 8, 3, None) == 24  # ceil(58 / 8) = 8 per epoch
+    assert trainer.plan_steps(58, 8, 3, 10) == 10
+    assert trainer.plan_steps(58, 8, 3, 1000) == 24
+
+
+@pytest.mark.parametrize(("total", "expected"), [(24, 3), (10, 1), (23, 23), (100, 10), (1, 1)])
+def test_the_last_evaluation_falls_on_the_final_step(total: int, expected: int) -> None:
+    every = trainer.eval_interval(total)
+    assert every == expected
+    assert total % every == 0
+    assert total // every <= trainer.MAX_EVALS
+
+
+def test_every_batch_is_full_and_every_example_is_seen_each_epoch() -> None:
+    examples = [trainer.Example([i + 3], [1]) for i in range(10)]
+    batches = list(trainer.train_batches(examples, 4, steps=5, seed=1))
+    assert [len(b) for b in batches] == [4] * 5
+    first_epoch = [e.tokens[0] for b in batches for e in b][:10]
+    assert sorted(first_epoch) == list(range(3, 13))
+
+
+def test_every_held_out_example_is_evaluated_in_full_batches() -> None:
+    examples = [trainer.Example([i + 3], [1]) for i in range(3)]
+    batches = trainer.eval_batches(examples, 8)
+    assert [len(b) for b in batches] == [8]
+    assert {e.tokens[0] for e in batches[0]} == {3, 4, 5}
+
+
+def test_one_padded_length_rounded_to_eight_within_the_limit() -> None:
+    examples = [trainer.Example([5] * 13, [1] * 13), trainer.Example([5] * 3, [1] * 3)]
+    assert trainer.sequence_length(examples, 2048) == 16
+    assert trainer.sequence_length(examples, 14) == 14
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def refusal(config: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert trainer.main([str(config)]) == trainer.EXIT_REFUSED
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("TUNIX_ERROR ")]
+    assert len(lines) == 1
+    payload: dict[str, Any] = json.loads(lines[0].removeprefix("TUNIX_ERROR "))
+    return payload
+
+
+def test_an_unknown_model_is_refused_with_a_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = refusal(write_config(tmp_path, model_id="acme/giant-9000"), capsys)
+    assert error["reason"] == "model_unavailable"
+    assert "acme/giant-9000" in error["message"]
+
+
+def test_a_real_model_without_its_checkpoint_names_the_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models" / "google" / "gemma-3-270m"
+    config = write_config(tmp_path, model_id="google/gemma-3-270m", checkpoint_dir=models)
+    error = refusal(config, capsys)
+    assert error["reason"] == "model_unavailable"
+    assert str(models) in error["message"]
+    assert "TUNIX_MODEL_DOWNLOAD=1" in error["message"]
+
+
+def test_an_unreadable_config_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = refusal(tmp_path / "missing.json", capsys)
+    assert error["reason"] == "config_invalid"
+
+
+# --------------------------------------------------------------------------- real training
+
+
+def test_full_fine_tuning_of_the_tiny_preset(tmp_path: Path, tunix_runtime: None) -> None:
+    code, progress, stderr = run_trainer(write_config(tmp_path))
+    assert code == 0, stderr[-3000:]
+    losses = [loss for _, loss in progress.curve]
+    assert [int(step) for step, _ in progress.curve] == list(range(1, 25))
+    assert progress.total_steps == 24
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 1.0  # it learns, clearly
+    result = progress.result
+    assert result["steps"] == 24
+    assert 0 < result["eval_loss"] < losses[0]
+    assert result["tokens_per_second"] > 0
+    assert result["wall_seconds"] > 0
+    final = tmp_path / "checkpoints" / "attempt-1" / "24"
+    assert (final / "optimizer_state").is_dir()
+    names = json.loads((final / "model_params" / "_METADATA").read_text())["tree_metadata"]
+    assert "('embedder', 'input_embedding', 'value')" in names  # every weight, not adapters
+    assert list((tmp_path / "metrics" / "attempt-1").glob("events.out.tfevents.*"))
+
+
+def test_lora_trains_adapters_only(tmp_path: Path, tunix_runtime: None) -> None:
+    config = write_config(tmp_path, lora_rank=8, lora_alpha=16.0, learning_rate=1e-2, max_steps=16)
+    code, progress, stderr = run_trainer(config)
+    assert code == 0, stderr[-3000:]
+    losses = [loss for _, loss in progress.curve]
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    saved = tmp_path / "checkpoints" / "attempt-1" / "16" / "model_params" / "_METADATA"
+    names = list(json.loads(saved.read_text())["tree_metadata"])
+    # Only the adapters were written (every attention and MLP projection, and the head), no
+    # base weight.
+    assert names
+    assert all("_lora_a" in name or "_lora_b" in name for name in names), names
+    assert any("q_proj" in name for name in names)
+    assert any("down_proj" in name for name in names)
