@@ -11,10 +11,16 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tunix_rt
 # `make run` is a local development server: DEBUG on and a development-only secret key.
 RUN_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: help install install-dev run test lint format typecheck test-sqlite test-postgres clean
+# TUNIX=1: `make run` also installs the training stack (requirements-tunix.txt) so local runs
+# train for real. `make install-tunix` does it on its own.
+TUNIX ?= 0
+
+.PHONY: help install install-dev install-tunix run test lint format typecheck test-sqlite test-postgres clean
 
 help:
 	@echo "make run    - install, migrate, load the demo dataset, start web server + worker"
+	@echo "make run TUNIX=1 - the same, with google-tunix installed: local runs train for real"
+	@echo "make install-tunix - install the training stack (google-tunix, JAX for CPU; ~1.6 GB)"
 	@echo "make test   - install dev tools, then format check, lint, types, tests (SQLite + PostgreSQL)"
 
 $(BIN)/python:
@@ -29,10 +35,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-tunix: requirements.txt requirements-tunix.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-tunix.txt
+	@touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-tunix: $(VENV)/.installed-tunix
 
-run: install
+run: install $(if $(filter 1,$(TUNIX)),install-tunix)
 	$(RUN_ENV) $(BIN)/python manage.py migrate --noinput
 	$(RUN_ENV) $(BIN)/python manage.py import_dataset runs/demo/tunix-demo-v1.jsonl --key tunix-demo-v1 --skip-existing
 	$(RUN_ENV) $(BIN)/python manage.py ensure_admin
