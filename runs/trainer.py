@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,6 +454,9 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
         out("usage: python -m runs.trainer CONFIG.json")
         return EXIT_REFUSED
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # Tunix's trainer reads the mesh from `with mesh:`, which JAX now reports as deprecated on
+    # every use; the run's output is for the run, not for that.
+    warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
     try:
         plan = read_plan(Path(args[0]))
         plan.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ swaps and then stops polling. Unchanged fragments answer 304 to the browser's re
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -38,13 +39,16 @@ def _fragment(
     *,
     version: str,
     active: bool,
+    render_context: Callable[[], dict[str, Any]] | None = None,
 ) -> HttpResponse:
-    """Render a polled fragment, or 304 if the browser already has this version of it."""
+    """Render a polled fragment, or 304 if the browser already has this version of it.
+    ``render_context`` adds what only a render needs (never computed for a 304)."""
     etag = f'W/"{hashlib.sha256(version.encode()).hexdigest()[:24]}"'
     if active and etag in request.headers.get("If-None-Match", ""):
         response = HttpResponse(status=304)
     else:
-        response = render(request, template, {**context, **_poll_context()})
+        extra = render_context() if render_context is not None else {}
+        response = render(request, template, {**context, **extra, **_poll_context()})
         if not active:
             response.status_code = HTMX_STOP_POLLING
     response["ETag"] = etag
@@ -136,16 +140,22 @@ def _get_run(run_id: UUID) -> TunixRun:
 @login_required
 def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
     run = _get_run(run_id)
-    found, truncated = artifacts.list_artifacts(run)
     context = {
         "run": run,
         "can_cancel": _can_cancel(request, run),
-        "artifacts": found,
-        "artifacts_truncated": truncated,
-        "download_max_bytes": settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES,
+        **_artifact_context(run),
         **_poll_context(),
     }
     return render(request, "runs/run_detail.html", context)
+
+
+def _artifact_context(run: TunixRun) -> dict[str, Any]:
+    found, truncated = artifacts.list_artifacts(run)
+    return {
+        "artifacts": found,
+        "artifacts_truncated": truncated,
+        "download_max_bytes": settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES,
+    }
 
 
 @require_GET
@@ -161,6 +171,7 @@ def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
         # rest by _fragment; at most 2 x TUNIX_OUTPUT_MAX_BYTES).
         version="\0".join((_run_version(run), run.stdout, run.stderr)),
         active=not run.is_terminal,
+        render_context=lambda: _artifact_context(run),
     )
 
 

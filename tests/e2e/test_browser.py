@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,17 +15,21 @@ from playwright.sync_api import Page, Request, expect
 
 from runs import services
 from runs.models import RunStatus, TunixRun
-from tests.support.clusters import QCluster, start_clusters
+from tests.support.clusters import FAKE_TRAINER, QCluster, start_clusters
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+def cluster_factory(tmp_path: Path, settings: Any) -> Iterator[Any]:
+    """Starts qclusters whose local mode runs the fake trainer (``real=True``: the project's
+    Tunix trainer). The web side accepts the fake trainer's model ids too."""
     started: list[Iterator[list[QCluster]]] = []
+    settings.TUNIX_TRAINER_COMMAND = [sys.executable, str(FAKE_TRAINER)]
 
-    def start() -> QCluster:
-        group = start_clusters(tmp_path)
+    def start(real: bool = False) -> QCluster:
+        env = {"TUNIX_TRAINER_COMMAND": ""} if real else {}
+        group = start_clusters(tmp_path, **env)
         started.append(group)
         return next(group)[0]
 
@@ -33,8 +38,12 @@ def cluster_factory(tmp_path: Path) -> Iterator[Any]:
         next(group, None)
 
 
-def launch(page: Page, live_url: str, *, model_id: str, mode: str) -> TunixRun:
+def launch(
+    page: Page, live_url: str, *, model_id: str, mode: str, fields: dict[str, str] | None = None
+) -> TunixRun:
     page.goto(f"{live_url}/runs/new")
+    for label, value in (fields or {}).items():
+        page.get_by_label(label, exact=True).fill(value)
     page.get_by_label("Dataset", exact=True).select_option("tunix-demo-v1")
     page.get_by_label("Model id").fill(model_id)
     page.get_by_label("Mode", exact=True).select_option(mode)
@@ -211,3 +220,48 @@ def test_the_loss_curve_grows_while_the_detail_page_polls(
     expect(chart).to_have_attribute("data-points", "30")
     expect(page.get_by_text("Final metrics")).to_be_visible()
     assert still_same_page(page)
+
+
+def test_a_real_tiny_training_from_the_launch_page_to_its_checkpoint(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+    settings: Any,
+    tunix_runtime: None,
+) -> None:
+    """The demo path: the tiny preset trains for real with Tunix while its page polls."""
+    settings.TUNIX_TRAINER_COMMAND = None  # the web side checks models as in production
+    page = logged_in
+    page.goto(f"{live_server.url}/runs/new")
+    expect(page.get_by_label("Model id")).to_have_value("tunix-rt/tiny-llama3")  # the default
+    run = launch(
+        page,
+        live_server.url,
+        model_id="tunix-rt/tiny-llama3",
+        mode="local",
+        fields={"Num epochs": "6"},  # 48 steps: several polls while it trains
+    )
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    mark_page(page)
+    cluster_factory(real=True)
+    progress = page.get_by_test_id(f"run-progress-{run.id}")
+    expect(progress).to_contain_text("of 48", timeout=60_000)
+    chart = page.get_by_test_id("loss-chart")
+    expect(chart).to_be_visible(timeout=60_000)
+    first = int(chart.get_attribute("data-points") or 0)
+    assert first < 48
+    page.wait_for_function(
+        f"Number(document.querySelector('[data-testid=loss-chart]')"
+        f".getAttribute('data-points')) > {first}",
+        timeout=60_000,
+    )
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("completed", timeout=120_000)
+    expect(chart).to_have_attribute("data-points", "48")
+    expect(page.get_by_text("Final metrics")).to_be_visible()
+    files = page.get_by_test_id("artifacts")
+    expect(files).to_contain_text("checkpoints/attempt-1/48/")
+    expect(files).to_contain_text("metrics/attempt-1/events.out.tfevents.")
+    assert still_same_page(page)
+    page.screenshot(path=str(screenshot_dir / "run-detail-real-training.png"), full_page=True)
