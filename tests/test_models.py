@@ -127,3 +127,18 @@ def test_the_catalog_matches_tunix_own_registry(tunix_runtime: None) -> None:
 
         name = naming.ModelNaming(model_id=entry.id).model_name
         assert automodel.call_model_config(name) is not None
+
+
+def test_a_run_whose_checkpoint_the_worker_lacks_fails_with_the_reason(
+    operator_client: APIClient, demo_dataset: Any, settings: Any, tunix_runtime: None
+) -> None:
+    """Separate hosts: the web host cannot check, so the trainer refuses with the reason."""
+    settings.TUNIX_MODELS_DIR_SHARED = False
+    body = {"dataset_key": "tunix-demo-v1", "model_id": "Qwen/Qwen3-0.6B", "dry_run": False}
+    response = operator_client.post("/api/tunix/run?mode=sync", body, format="json")
+    assert response.status_code == 201, response.content
+    run = response.json()
+    assert (run["status"], run["error_reason"]) == ("failed", "model_unavailable")
+    expected = Path(settings.TUNIX_MODELS_DIR) / "Qwen" / "Qwen3-0.6B"
+    assert str(expected) in run["message"]
+    assert "TUNIX_MODEL_DOWNLOAD=1" in run["message"]

@@ -219,3 +219,53 @@ def test_lora_trains_adapters_only(tmp_path: Path, tunix_runtime: None) -> None:
     assert all("_lora_a" in name or "_lora_b" in name for name in names), names
     assert any("q_proj" in name for name in names)
     assert any("down_proj" in name for name in names)
+
+
+# --------------------------------------------------------------------------- real checkpoints
+
+
+def tiny_hub_tokenizer(directory: Path) -> None:
+    """A small word-level tokenizer saved in the Hugging Face layout, made offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "what": 4, "is": 5, "2": 6, "4": 7}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    ).save_pretrained(str(directory))
+
+
+def test_a_real_model_loads_through_tunix_with_its_own_tokenizer(
+    tmp_path: Path, tunix_runtime: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog model's Tunix config and safetensors loader are called with the worker's
+    checkpoint directory, and the directory's tokenizer encodes the records. (Real weights
+    are gigabytes: the loader itself is Tunix's and is replaced here by a recorder.)"""
+    from tunix.models import automodel
+
+    directory = tmp_path / "models" / "Qwen" / "Qwen3-0.6B"
+    directory.mkdir(parents=True)
+    tiny_hub_tokenizer(directory)
+    (directory / "config.json").write_text('{"model_type": "qwen3"}')
+    (directory / "model.safetensors").write_bytes(b"")
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        automodel,
+        "create_model_from_safe_tensors",
+        lambda *args: calls.append(args) or "the model",
+    )
+    plan = trainer.read_plan(
+        write_config(tmp_path, model_id="Qwen/Qwen3-0.6B", checkpoint_dir=directory)
+    )
+    checkpoint = trainer.resolve_checkpoint(plan)
+    model, tokenizer = trainer.build_model(plan, checkpoint, mesh=None, seed=0)
+    assert model == "the model"
+    ((name, path, config, mesh),) = calls
+    assert (name, path, mesh) == ("qwen3-0.6b", str(directory), None)
+    assert config.num_layers == 28  # Tunix's own Qwen3-0.6B configuration
+    example = trainer.encode({"prompt": "what is 2", "completion": "4"}, tokenizer, 32)
+    assert example is not None
+    assert example.tokens == [1, 4, 5, 6, 7, 2]
+    assert example.mask == [0, 0, 0, 0, 1, 1]
