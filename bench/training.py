@@ -97,7 +97,8 @@ def run_breakdown(run_id: str) -> dict[str, float]:
     from runs.models import TunixRun
 
     run = TunixRun.objects.get(id=run_id)
-    assert run.started_at and run.completed_at
+    assert run.started_at
+    assert run.completed_at
     return {
         "queued_to_started_s": round((run.started_at - run.queued_at).total_seconds(), 3),
         "started_to_completed_s": round((run.completed_at - run.started_at).total_seconds(), 3),

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.test import RequestFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +20,10 @@ def test_ensure_admin_creates_one_admin_and_prints_the_password_once(
     out = io.StringIO()
     call_command("ensure_admin", stdout=out)
     password = out.getvalue().split("password: ")[1].split()[0]
-    assert authenticate(username="admin", password=password) is not None
+    assert (
+        authenticate(RequestFactory().post("/accounts/login/"), username="admin", password=password)
+        is not None
+    )
     out = io.StringIO()
     call_command("ensure_admin", stdout=out)
     assert "exists already" in out.getvalue()
@@ -34,4 +38,9 @@ def test_ensure_admin_takes_the_password_from_the_environment(
     out = io.StringIO()
     call_command("ensure_admin", "--username", "ops", stdout=out)
     assert "from-env-secret-1" not in out.getvalue()
-    assert authenticate(username="ops", password="from-env-secret-1") is not None
+    assert (
+        authenticate(
+            RequestFactory().post("/accounts/login/"), username="ops", password="from-env-secret-1"
+        )
+        is not None
+    )

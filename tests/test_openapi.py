@@ -88,15 +88,19 @@ def test_docs_page_renders_with_local_assets_only(viewer_client: APIClient) -> N
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     page = response.content.decode()
-    assert "SwaggerUIBundle" in page
-    assert 'url: "/api/schema/"' in page
     assert "cdn.jsdelivr" not in page
     assert "unpkg" not in page
+    assert "<script>" not in page  # no inline script: the start-up script is its own file
     assets = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
-    for asset in assets:
-        # Every asset is a static file of this deployment (drf-spectacular-sidecar's copy).
-        assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
+    startup = viewer_client.get("/api/docs/?script=")
+    assert startup.status_code == 200
+    assert "SwaggerUIBundle" in startup.content.decode()
+    assert '"/api/schema/"' in startup.content.decode()
+    for asset in (a for a in assets if a != "/api/docs/?script="):
+        # Every asset is a static file of this deployment (drf-spectacular-sidecar's copy, and
+        # the page's own layout as a file).
+        assert asset.startswith(("/static/drf_spectacular_sidecar/", "/static/runs/")), asset
         assert finders.find(asset.removeprefix("/static/")), asset
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets generic classes (ModelAdmin[Run], Serializer[Any]) be subscripted at run time.
@@ -199,6 +201,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "django_prometheus",
+    "csp",
+    "axes",
     # Before django_q: runs' own qcluster command (drain on SIGTERM) takes precedence.
     "runs",
     "django_q",
@@ -217,9 +221,52 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last before metrics: a locked-out login is answered before the view runs.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+
+# Security headers. Pages load scripts and styles from this site only, with no inline script or
+# style (htmx's own indicator style is switched off in base.html); nothing may frame them.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Login throttling (django-axes) for the login page, the admin and the API token endpoint: after
+# TUNIX_LOGIN_FAILURE_LIMIT failures for one username from one address, that pair is refused
+# for TUNIX_LOGIN_COOLOFF_MINUTES, answering 429. A success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("TUNIX_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("TUNIX_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "runs.lockout.locked_out"
+AXES_VERBOSE = False
+# Behind a proxy that sets X-Forwarded-For (TUNIX_TRUST_X_FORWARDED_FOR=1), the client address
+# is the entry that proxy appended (the last); otherwise the connection's address.
+TUNIX_TRUST_X_FORWARDED_FOR = env_bool("TUNIX_TRUST_X_FORWARDED_FOR", False)
+AXES_CLIENT_IP_CALLABLE = "runs.lockout.client_ip"
 
 ROOT_URLCONF = "tunix_rt.urls"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, Request, expect
 
 from runs import services
@@ -265,3 +266,41 @@ def test_a_real_tiny_training_from_the_launch_page_to_its_checkpoint(
     expect(files).to_contain_text("metrics/attempt-1/events.out.tfevents.")
     assert still_same_page(page)
     page.screenshot(path=str(screenshot_dir / "run-detail-real-training.png"), full_page=True)
+
+
+def test_no_page_breaks_the_content_security_policy(
+    logged_in: Page, live_server: Any, demo_dataset: Any, engineer: Any
+) -> None:
+    """Every page, the polled fragments, the API docs and the admin run under the strict CSP:
+    the browser reports no violation, and the API docs still render."""
+    page = logged_in
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    run = TunixRun.objects.create(
+        dataset=demo_dataset,
+        model_id="tunix-rt/tiny-llama3",
+        mode="local",
+        status=RunStatus.RUNNING,
+        progress={"step": 2, "total_steps": 4, "loss": 2.5},
+        loss_curve=[[1, 3.0], [2, 2.5]],
+        attempt=1,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        created_by=engineer,
+    )
+    for path in ("/", "/runs/new", "/datasets", f"/runs/{run.id}"):
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+    # The detail page polls its fragment (htmx swaps it in) at least once.
+    with page.expect_response(lambda r: r.url.endswith(f"/runs/{run.id}/live")):
+        pass
+    page.goto(f"{live_server.url}/api/docs/")
+    expect(page.locator("#swagger-ui .info")).to_be_visible(timeout=20_000)
+    engineer.is_staff = engineer.is_superuser = True
+    engineer.save()
+    page.goto(f"{live_server.url}/admin/runs/tunixrun/{run.id}/change/")
+    expect(page.locator("#content")).to_be_visible()
+    assert violations == []
