@@ -17,7 +17,7 @@ def client_ip(request: HttpRequest) -> str:
     last X-Forwarded-For entry: earlier ones are whatever the client claimed)."""
     if settings.TUNIX_TRUST_X_FORWARDED_FOR:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
+        last = str(forwarded).rsplit(",", 1)[-1].strip()
         if last:
             return last
     return str(request.META.get("REMOTE_ADDR", ""))

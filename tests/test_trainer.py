@@ -251,11 +251,12 @@ def test_a_real_model_loads_through_tunix_with_its_own_tokenizer(
     (directory / "config.json").write_text('{"model_type": "qwen3"}')
     (directory / "model.safetensors").write_bytes(b"")
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(
-        automodel,
-        "create_model_from_safe_tensors",
-        lambda *args: calls.append(args) or "the model",
-    )
+
+    def record(*args: Any) -> str:
+        calls.append(args)
+        return "the model"
+
+    monkeypatch.setattr(automodel, "create_model_from_safe_tensors", record)
     plan = trainer.read_plan(
         write_config(tmp_path, model_id="Qwen/Qwen3-0.6B", checkpoint_dir=directory)
     )

@@ -26,3 +26,5 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("", include("runs.web.urls")),
 ]
+
+handler404 = "runs.api.problems.api_aware_not_found"

@@ -6,7 +6,8 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -98,3 +99,11 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             request.accepted_media_type = PROBLEM_CONTENT_TYPE
         response.content_type = PROBLEM_CONTENT_TYPE
     return response
+
+
+def api_aware_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: a problem+json answer anywhere under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        body = problem(404, f"no such endpoint {request.path}", instance=request.path)
+        return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
+    return page_not_found(request, exception)

@@ -277,7 +277,10 @@ class RunStatusSerializer(serializers.Serializer[Any]):
 
 class DatasetSerializer(serializers.ModelSerializer[Dataset]):
     created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Username of the uploader; null for datasets imported on the command line",
     )
 
     class Meta:

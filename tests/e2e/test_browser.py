@@ -29,8 +29,8 @@ def cluster_factory(tmp_path: Path, settings: Any) -> Iterator[Any]:
     settings.TUNIX_TRAINER_COMMAND = [sys.executable, str(FAKE_TRAINER)]
 
     def start(real: bool = False) -> QCluster:
-        env = {"TUNIX_TRAINER_COMMAND": ""} if real else {}
-        group = start_clusters(tmp_path, **env)
+        env: dict[str, str] = {"TUNIX_TRAINER_COMMAND": ""} if real else {}
+        group = start_clusters(tmp_path, 1, **env)
         started.append(group)
         return next(group)[0]
 
