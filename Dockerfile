@@ -1,13 +1,68 @@
-# Minimal image: web (gunicorn) by default; run the worker with `python manage.py qcluster`.
-FROM python:3.11-slim
+# Tunix RT image. One image, three roles (docker/entrypoint.sh): web (default), worker, migrate.
+#
+#   docker build -t tunix-rt .                                web and workers, no training stack
+#   docker build --target worker-tunix -t tunix-rt-tunix .    + requirements-tunix.txt (google-tunix,
+#                                                             JAX for CPU): workers that train
+#
+# See docs/deployment.md.
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TUNIX_VAR_DIR=/var/lib/tunix-rt
+# ---- builder: the runtime virtualenv, built once and copied into the final images.
+FROM python:3.11-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+COPY requirements.txt /build/requirements.txt
+RUN pip install -r /build/requirements.txt
+
+# ---- builder-tunix: the same virtualenv plus the training stack (about 1.6 GB).
+FROM builder AS builder-tunix
+COPY requirements-tunix.txt /build/requirements-tunix.txt
+RUN pip install -r /build/requirements.txt -r /build/requirements-tunix.txt
+
+# ---- app: the application code with its static files collected (whitenoise serves them).
+FROM builder AS app
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
-COPY . .
-RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
-RUN useradd --system --home /app tunix && mkdir -p "$TUNIX_VAR_DIR" && chown tunix "$TUNIX_VAR_DIR"
-USER tunix
+COPY manage.py ./
+COPY tunix_rt/ tunix_rt/
+COPY runs/ runs/
+COPY templates/ templates/
+COPY static/ static/
+COPY docker/entrypoint.sh docker/entrypoint.sh
+RUN SECRET_KEY=collectstatic-only TUNIX_VAR_DIR=/tmp/build-var \
+        python manage.py collectstatic --noinput \
+    && chmod 0755 docker/entrypoint.sh \
+    && find . -name __pycache__ -prune -exec rm -rf {} + \
+    && rm -rf /tmp/build-var
+
+# ---- base: what the final images share. Datasets, artifacts and models live below
+# TUNIX_VAR_DIR: mount a volume there (shared between web and worker containers).
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    TUNIX_VAR_DIR=/var/lib/tunix-rt
+RUN groupadd --system --gid 10001 tunix \
+    && useradd --system --uid 10001 --gid tunix --create-home --home-dir /home/tunix \
+        --shell /usr/sbin/nologin tunix \
+    && install -d -o tunix -g tunix /var/lib/tunix-rt
+WORKDIR /app
 EXPOSE 8000
-CMD ["gunicorn", "-c", "python:tunix_rt.gunicorn_conf", "tunix_rt.wsgi"]
+# Liveness of the web role; python because the slim image has no curl. The Host header is the
+# first ALLOWED_HOSTS entry: Django answers 400 to a host it does not serve.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; host = os.environ.get('ALLOWED_HOSTS', '').split(',')[0].strip().lstrip('*.') or 'localhost'; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/healthz', headers={'Host': host}), timeout=8)"]
+ENTRYPOINT ["/app/docker/entrypoint.sh"]
+CMD ["web"]
+
+# ---- worker-tunix: a worker that trains for real (local mode). Not a web server.
+FROM base AS worker-tunix
+COPY --from=builder-tunix /opt/venv /opt/venv
+COPY --from=app /app /app
+HEALTHCHECK NONE
+USER 10001:10001
+CMD ["worker"]
+
+# ---- runtime (the default target): web, worker and migrate.
+FROM base AS runtime
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=app /app /app
+USER 10001:10001
