@@ -147,6 +147,8 @@ class TunixRun(models.Model):
             models.Index(fields=["status", "-queued_at", "-id"], name="run_status_list_idx"),
             models.Index(fields=["dataset", "-queued_at", "-id"], name="run_dataset_list_idx"),
             models.Index(fields=["mode", "-queued_at", "-id"], name="run_mode_list_idx"),
+            # A user without runs.view_tunixrun lists only the runs they launched.
+            models.Index(fields=["created_by", "-queued_at", "-id"], name="run_owner_list_idx"),
             # Workers and the reaper look only at active rows: these stay small however many
             # finished runs the table holds.
             models.Index(

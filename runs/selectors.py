@@ -52,6 +52,19 @@ class RunFilters:
     status: str | None = None
     dataset_key: str | None = None
     mode: str | None = None
+    # Set for a user who may see only their own runs (see visible_owner).
+    created_by_id: int | None = None
+
+
+VIEW_ALL_RUNS = "runs.view_tunixrun"
+
+
+def visible_owner(user: Any) -> int | None:
+    """None if ``user`` may see every run (the runs.view_tunixrun permission, or a
+    superuser), else their own id: they see the runs they launched and no others."""
+    if user.has_perm(VIEW_ALL_RUNS):
+        return None
+    return int(user.pk)
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 def _filtered_runs(filters: RunFilters) -> QuerySet[TunixRun]:
     runs = TunixRun.objects.all()
+    if filters.created_by_id is not None:
+        runs = runs.filter(created_by_id=filters.created_by_id)
     if filters.status:
         runs = runs.filter(status=filters.status)
     if filters.mode:
@@ -176,6 +191,9 @@ def run_list_rows(
     dataset_table = connection.ops.quote_name(Dataset._meta.db_table)
     where: list[str] = []
     params: list[Any] = []
+    if filters.created_by_id is not None:
+        where.append("r.created_by_id = %s")
+        params.append(filters.created_by_id)
     if filters.status:
         where.append("r.status = %s")
         params.append(filters.status)
@@ -231,11 +249,17 @@ def _row(values: tuple[Any, ...]) -> RunRow:
     )
 
 
-def run_get(*, run_id: UUID | str) -> TunixRun | None:
+def _visible(runs: QuerySet[TunixRun], owner: int | None) -> QuerySet[TunixRun]:
+    return runs if owner is None else runs.filter(created_by_id=owner)
+
+
+def run_get(*, run_id: UUID | str, owner: int | None = None) -> TunixRun | None:
+    """The run, if it exists and (``owner`` set) that user launched it."""
     key = _as_uuid(run_id)
     if key is None:
         return None
-    return TunixRun.objects.select_related("dataset", "created_by").filter(id=key).first()
+    runs = TunixRun.objects.select_related("dataset", "created_by").filter(id=key)
+    return _visible(runs, owner).first()
 
 
 def _as_uuid(run_id: UUID | str) -> UUID | None:
@@ -247,12 +271,13 @@ def _as_uuid(run_id: UUID | str) -> UUID | None:
         return None
 
 
-def run_status(*, run_id: UUID | str) -> dict[str, object] | None:
+def run_status(*, run_id: UUID | str, owner: int | None = None) -> dict[str, object] | None:
     """A poller's view: one primary-key lookup of a few columns."""
     key = _as_uuid(run_id)
     if key is None:
         return None
-    row: dict[str, object] | None = TunixRun.objects.filter(id=key).values(*STATUS_FIELDS).first()
+    runs = _visible(TunixRun.objects.filter(id=key), owner)
+    row: dict[str, object] | None = runs.values(*STATUS_FIELDS).first()
     return row
 
 

@@ -83,16 +83,22 @@ def tunix_runtime() -> None:
 
 @pytest.fixture
 def user(db: None) -> User:
-    return UserFactory()
+    """A team member who reads everyone's runs (runs.view_tunixrun) and launches nothing."""
+    member = UserFactory()
+    member.user_permissions.add(
+        Permission.objects.get(content_type__app_label="runs", codename="view_tunixrun")
+    )
+    return User.objects.get(pk=member.pk)  # fresh instance: permission cache is per object
 
 
 @pytest.fixture
 def operator(db: None) -> User:
-    """A user allowed to create runs and upload datasets."""
+    """A user allowed to create runs, upload datasets and read every run."""
     member = UserFactory()
     member.user_permissions.add(
         *Permission.objects.filter(
-            content_type__app_label="runs", codename__in=["add_tunixrun", "add_dataset"]
+            content_type__app_label="runs",
+            codename__in=["add_tunixrun", "add_dataset", "view_tunixrun"],
         )
     )
     return User.objects.get(pk=member.pk)  # fresh instance: permission cache is per object

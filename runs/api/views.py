@@ -80,8 +80,9 @@ class CanUploadDatasets(HasModelPermission):
     perms_by_method = {"POST": "runs.add_dataset"}
 
 
-def _run_or_404(run_id: str) -> TunixRun:
-    run = selectors.run_get(run_id=run_id)
+def _run_or_404(request: Request, run_id: str) -> TunixRun:
+    """The run, if this user may see it; someone else's run is as absent as a missing one."""
+    run = selectors.run_get(run_id=run_id, owner=selectors.visible_owner(request.user))
     if run is None:
         raise NotFound(f"no run {run_id}")
     return run
@@ -196,6 +197,7 @@ class RunListView(APIView):
             status=params.get("status"),
             dataset_key=params.get("dataset_key"),
             mode=params.get("mode"),
+            created_by_id=selectors.visible_owner(request.user),
         )
         try:
             page = selectors.run_list_rows(
@@ -227,7 +229,7 @@ class RunListView(APIView):
 class RunDetailView(APIView):
     @extend_schema(operation_id="run_detail", responses={200: RunDetailSerializer, 404: PROBLEM})
     def get(self, request: Request, run_id: str) -> Response:
-        run = _run_or_404(run_id)
+        run = _run_or_404(request, run_id)
         return Response(RunDetailSerializer(run).data)
 
 
@@ -275,7 +277,7 @@ class RunArtifactListView(APIView):
         },
     )
     def get(self, request: Request, run_id: str) -> Response:
-        run = _run_or_404(run_id)
+        run = _run_or_404(request, run_id)
         found, truncated = artifacts.list_artifacts(run)
         items = [_artifact_item(request, run.id, item) for item in found]
         return Response({"data": items, "truncated": truncated})
@@ -291,7 +293,7 @@ class RunArtifactView(APIView):
         },
     )
     def get(self, request: Request, run_id: str, name: str) -> FileResponse:
-        run = _run_or_404(run_id)
+        run = _run_or_404(request, run_id)
         try:
             path = artifacts.artifact_path(run, name)
         except FileNotFoundError:
@@ -326,7 +328,7 @@ class RunStatusView(APIView):
         responses={200: RunStatusSerializer, 304: None, 404: PROBLEM},
     )
     def get(self, request: Request, run_id: str) -> Response:
-        row = selectors.run_status(run_id=run_id)
+        row = selectors.run_status(run_id=run_id, owner=selectors.visible_owner(request.user))
         if row is None:
             raise NotFound(f"no run {run_id}")
         data = RunStatusSerializer(row).data
@@ -344,7 +346,7 @@ class RunCancelView(APIView):
         responses={200: RunStatusSerializer, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
     )
     def post(self, request: Request, run_id: str) -> Response:
-        run = _run_or_404(run_id)
+        run = _run_or_404(request, run_id)
         user = request.user
         if run.created_by_id != user.pk and not user.has_perm("runs.change_tunixrun"):
             raise PermissionDenied("only the run's creator or an operator can cancel it")

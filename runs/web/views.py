@@ -74,13 +74,15 @@ def _run_version(run: TunixRun) -> str:
 
 def _filters(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunFilters, str | None]:
     form = RunFilterForm(request.GET)
+    owner = selectors.visible_owner(request.user)
     if not form.is_valid():
-        return form, selectors.RunFilters(), None
+        return form, selectors.RunFilters(created_by_id=owner), None
     data = form.cleaned_data
     filters = selectors.RunFilters(
         status=data["status"] or None,
         mode=data["mode"] or None,
         dataset_key=data["dataset_key"] or None,
+        created_by_id=owner,
     )
     return form, filters, data["cursor"] or None
 
@@ -129,8 +131,9 @@ def run_rows(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _get_run(run_id: UUID) -> TunixRun:
-    run = selectors.run_get(run_id=run_id)
+def _get_run(request: HttpRequest, run_id: UUID) -> TunixRun:
+    """The run, if this user may see it; someone else's run is as absent as a missing one."""
+    run = selectors.run_get(run_id=run_id, owner=selectors.visible_owner(request.user))
     if run is None:
         raise Http404("no such run")
     return run
@@ -139,7 +142,7 @@ def _get_run(run_id: UUID) -> TunixRun:
 @require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(run_id)
+    run = _get_run(request, run_id)
     context = {
         "run": run,
         "can_cancel": _can_cancel(request, run),
@@ -161,7 +164,7 @@ def _artifact_context(run: TunixRun) -> dict[str, Any]:
 @require_GET
 @login_required
 def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(run_id)
+    run = _get_run(request, run_id)
     context = {"run": run, "can_cancel": _can_cancel(request, run)}
     return _fragment(
         request,
@@ -186,7 +189,7 @@ def _can_cancel(request: HttpRequest, run: TunixRun) -> bool:
 @require_POST
 @login_required
 def run_cancel(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(run_id)
+    run = _get_run(request, run_id)
     if not _can_cancel(request, run):
         raise PermissionDenied("only the run's creator or an operator can cancel it")
     try:
@@ -201,7 +204,7 @@ def run_cancel(request: HttpRequest, run_id: UUID) -> HttpResponse:
 @login_required
 @permission_required("runs.add_tunixrun", raise_exception=True)
 def run_again(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(run_id)
+    run = _get_run(request, run_id)
     try:
         submission = services.run_submit(
             user=request.user,

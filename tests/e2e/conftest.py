@@ -54,7 +54,8 @@ def engineer(transactional_db: None) -> User:
     user = UserFactory(username="engineer", password=PASSWORD)
     user.user_permissions.add(
         *Permission.objects.filter(
-            content_type__app_label="runs", codename__in=["add_tunixrun", "add_dataset"]
+            content_type__app_label="runs",
+            codename__in=["add_tunixrun", "add_dataset", "view_tunixrun"],
         )
     )
     return user
