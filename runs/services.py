@@ -1011,6 +1011,7 @@ def webhook_deliver(*, delivery_id: UUID) -> str:
         body=body,
         headers=headers,
         timeout=settings.TUNIX_WEBHOOK_TIMEOUT_SECONDS,
+        allow_private=settings.TUNIX_WEBHOOK_ALLOW_PRIVATE,
     )
     number = delivery.attempts + 1
     done = timezone.now()

@@ -7,12 +7,17 @@ https://www.standardwebhooks.com/ — `webhook-id` (stable across retries), `web
 from __future__ import annotations
 
 import email.utils
+import http.client
+import ipaddress
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
@@ -26,7 +31,80 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+class RefusedTarget(OSError):
+    """The endpoint resolves to an address webhooks may not reach."""
+
+
+def is_public(address: str) -> bool:
+    """True for a globally routable unicast address (not loopback, private, link-local such
+    as cloud metadata at 169.254.169.254, multicast, reserved or unspecified)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def resolve_target(host: str, port: int, *, allow_private: bool) -> str:
+    """The address to connect to for ``host``: every address it resolves to must be public
+    (unless ``allow_private``), and the connection goes to the one checked, so a DNS answer that
+    changes between check and connect cannot redirect it."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise RefusedTarget(f"{host} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            if not is_public(address):
+                raise RefusedTarget(
+                    f"{host} resolves to {address}, which is not a public address "
+                    "(TUNIX_WEBHOOK_ALLOW_PRIVATE=1 allows private targets)"
+                )
+    return addresses[0]
+
+
+def _pinned(base: type[http.client.HTTPConnection], allow_private: bool) -> Any:
+    class Pinned(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            address = resolve_target(self.host, self.port, allow_private=allow_private)
+            self.sock = socket.create_connection((address, self.port), self.timeout)
+            if isinstance(self, http.client.HTTPSConnection):
+                context = ssl.create_default_context()
+                self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+
+    return Pinned
+
+
+class _PinnedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, allow_private: bool) -> None:
+        super().__init__()
+        self.connection = _pinned(http.client.HTTPConnection, allow_private)
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self.connection, req)
+
+
+class _PinnedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, allow_private: bool) -> None:
+        super().__init__()
+        self.connection = _pinned(http.client.HTTPSConnection, allow_private)
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self.connection, req)
+
+
+_openers = {
+    allow: urllib.request.build_opener(_NoRedirects, _PinnedHTTP(allow), _PinnedHTTPS(allow))
+    for allow in (False, True)
+}
+
+
+def literal_private_host(url: str) -> str | None:
+    """The host of ``url`` if it is an IP literal that is not public (checked at start-up)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return None if is_public(host) else host
+    except ValueError:  # a name: checked when it is resolved, at each delivery
+        return None
 
 
 @dataclass(frozen=True)
@@ -67,12 +145,20 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max((when - now).total_seconds(), 0.0)
 
 
-def post(*, url: str, body: str, headers: dict[str, str], timeout: float) -> AttemptResult:
-    """One POST; never raises. Any 3xx counts as a failure (redirects are not followed)."""
+def post(
+    *,
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    timeout: float,
+    allow_private: bool = False,
+) -> AttemptResult:
+    """One POST; never raises. Any 3xx counts as a failure (redirects are not followed), and
+    so does a target that resolves to a non-public address unless ``allow_private``."""
     request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")  # noqa: S310 - operator-configured http(s) URL
     started = time.perf_counter()
     try:
-        with _opener.open(request, timeout=timeout) as response:
+        with _openers[allow_private].open(request, timeout=timeout) as response:
             response.read(65536)
             status: int | None = response.status
             retry_after = None

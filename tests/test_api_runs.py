@@ -513,7 +513,7 @@ def test_fast_list_items_match_the_documented_serializer() -> None:
         {"dataset_key": "missing-v1"},
     ],
 )
-def test_the_api_rows_and_the_page_models_walk_the_same_pages(filters: dict[str, str]) -> None:
+def test_the_api_rows_and_the_page_models_walk_the_same_pages(filters: dict[str, Any]) -> None:
     from runs import selectors
 
     base, other = DatasetFactory(key="base-v1"), DatasetFactory(key="other-v1")

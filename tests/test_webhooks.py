@@ -1,4 +1,5 @@
-"""Completion webhooks, delivered to a real HTTP receiver on 127.0.0.1."""
+"""Completion webhooks, delivered to a real HTTP receiver on 127.0.0.1 (a private address these
+tests allow, as an operator would with TUNIX_WEBHOOK_ALLOW_PRIVATE=1)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def hooks(settings: Any, receiver: Receiver) -> Any:
     settings.TUNIX_WEBHOOK_SECRET = SECRET
+    settings.TUNIX_WEBHOOK_ALLOW_PRIVATE = True
     settings.TUNIX_WEBHOOK_TIMEOUT_SECONDS = 1
     settings.TUNIX_PUBLIC_URL = "https://tunix.example"
 
@@ -269,6 +271,7 @@ def test_a_run_finished_by_a_qcluster_is_delivered_by_the_queue(
         1,
         TUNIX_WEBHOOK_URLS=receiver.url("/ok"),
         TUNIX_WEBHOOK_SECRET=SECRET,
+        TUNIX_WEBHOOK_ALLOW_PRIVATE="1",
     )
     wait_for(lambda: receiver.on("/ok"), 30, what="the webhook to arrive")
     [got] = receiver.on("/ok")

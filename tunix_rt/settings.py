@@ -17,6 +17,8 @@ import django_stubs_ext
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from runs.webhooks import literal_private_host
+
 # Lets generic classes (ModelAdmin[Run], Serializer[Any]) be subscripted at run time.
 django_stubs_ext.monkeypatch()
 
@@ -178,9 +180,18 @@ if TUNIX_WEBHOOK_URLS and not TUNIX_WEBHOOK_SECRET.startswith("whsec_"):
     raise ImproperlyConfigured(
         "TUNIX_WEBHOOK_URLS needs TUNIX_WEBHOOK_SECRET of the form whsec_<base64>"
     )
+# Webhook targets must be public addresses (not loopback, private networks or cloud metadata),
+# checked for every address a name resolves to at each delivery; TUNIX_WEBHOOK_ALLOW_PRIVATE=1
+# allows them, e.g. for a receiver inside the same network.
+TUNIX_WEBHOOK_ALLOW_PRIVATE = env_bool("TUNIX_WEBHOOK_ALLOW_PRIVATE", False)
 for _url in TUNIX_WEBHOOK_URLS:
     if not _url.startswith(("http://", "https://")):
         raise ImproperlyConfigured(f"webhook URL must be http(s): {_url!r}")
+    if not TUNIX_WEBHOOK_ALLOW_PRIVATE and (_host := literal_private_host(_url)):
+        raise ImproperlyConfigured(
+            f"webhook URL {_url!r} targets {_host}, not a public address; set "
+            "TUNIX_WEBHOOK_ALLOW_PRIVATE=1 to allow private targets"
+        )
 
 # Logs: one line per event; JSON when TUNIX_LOG_JSON=1 (for log shippers).
 TUNIX_LOG_JSON = env_bool("TUNIX_LOG_JSON", False)
@@ -359,7 +370,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "runs.api.parsers.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],

@@ -27,4 +27,5 @@ urlpatterns = [
     path("", include("runs.web.urls")),
 ]
 
+handler400 = "runs.api.problems.api_aware_bad_request"
 handler404 = "runs.api.problems.api_aware_not_found"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views.defaults import page_not_found
+from django.views.defaults import bad_request, page_not_found
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -107,3 +107,14 @@ def api_aware_not_found(request: HttpRequest, exception: Exception) -> HttpRespo
         body = problem(404, f"no such endpoint {request.path}", instance=request.path)
         return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
     return page_not_found(request, exception)
+
+
+def api_aware_bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: what Django refuses before any view runs (a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE, a bad Host), as problem+json under /api/."""
+    if request.path.startswith("/api/"):
+        status = 413 if isinstance(exception, RequestDataTooBig) else 400
+        detail = str(exception) or HTTPStatus(status).phrase
+        body = problem(status, detail, instance=request.path)
+        return JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
+    return bad_request(request, exception)

@@ -28,13 +28,14 @@ from rest_framework.exceptions import (
     PermissionDenied,
     ValidationError,
 )
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from runs import artifacts, model_catalog, selectors, services
+from runs.api.parsers import BoundedJSONParser, PayloadTooLarge
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
@@ -51,12 +52,6 @@ from runs.api.serializers import (
 from runs.models import TunixRun
 
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the other form fields
-
-
-class PayloadTooLarge(APIException):
-    status_code = 413
-    default_detail = "request body too large"
-    default_code = "payload_too_large"
 
 
 PROBLEM = OpenApiResponse(OpenApiTypes.OBJECT, description="RFC 9457 problem details")
@@ -104,7 +99,7 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 class RunSubmitView(APIView):
     permission_classes = [permissions.IsAuthenticated, CanCreateRuns]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
         operation_id="run_submit",

@@ -5,15 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0005_model_unavailable_reason'),
+        ("runs", "0005_model_unavailable_reason"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='tunixrun',
-            index=models.Index(fields=['created_by', '-queued_at', '-id'], name='run_owner_list_idx'),
+            model_name="tunixrun",
+            index=models.Index(
+                fields=["created_by", "-queued_at", "-id"], name="run_owner_list_idx"
+            ),
         ),
     ]
