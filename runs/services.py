@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -625,7 +626,7 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         captures=captures,
     )
     lines.close()
-    if requeue:
+    if requeue or _killed_by_shutdown(result, drain_since):
         raise _Requeue()
     outcome = outcome_from_result(result, timeout_seconds=run.timeout_seconds)
     if outcome.reason == FailureReason.NONZERO_EXIT and tracker.error is not None:
@@ -640,6 +641,30 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
 
 def _never_draining() -> float | None:
     return None
+
+
+def _killed_by_shutdown(
+    result: executor.ExecutionResult, drain_since: Callable[[], float | None]
+) -> bool:
+    """True if a signal from outside stopped the training because the host's worker is
+    stopping: a service manager that signals every process of the service (systemd's default
+    KillMode=control-group, `docker stop` with an init) reaches the training as well as the
+    qcluster. The master marks the drain in the same instant; give it a moment to."""
+    if result.exit_code is None or result.exit_code >= 0 or result.cancelled or result.timed_out:
+        return False
+    deadline = time.monotonic() + 2.0
+    while drain_since() is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def outcome_from_result(
@@ -665,13 +690,18 @@ def outcome_from_result(
             stderr=result.stderr,
         )
     if result.exit_code != 0:
+        code = result.exit_code
+        if code is not None and code < 0:
+            message = f"training process was killed by signal {_signal_name(-code)}"
+        else:
+            message = f"training process exited with code {code}"
         return RunOutcome(
             status=RunStatus.FAILED,
             exit_code=result.exit_code,
             stdout=result.stdout,
             stderr=result.stderr,
             reason=FailureReason.NONZERO_EXIT,
-            message=f"training process exited with code {result.exit_code}",
+            message=message,
         )
     return RunOutcome(
         status=RunStatus.COMPLETED, exit_code=0, stdout=result.stdout, stderr=result.stderr

@@ -228,3 +228,35 @@ def test_sigterm_to_the_whole_process_group_still_stops_cleanly(
     os.killpg(cluster.proc.pid, signal.SIGTERM)
     assert cluster.wait_exit(timeout=40) == 0
     assert status_of(run) == RunStatus.COMPLETED
+
+
+def test_sigterm_to_every_process_of_the_service_requeues_the_training(
+    clusters: StartClusters, tmp_path: Path
+) -> None:
+    """systemd's default KillMode=control-group (or `docker stop` with an init) signals the
+    training too, not only the qcluster: the run goes back to the queue, it does not fail."""
+    cluster = clusters(1, TUNIX_SHUTDOWN_GRACE_SECONDS="20")[0]
+    run = enqueue("fake/slow-once", RunMode.LOCAL)
+    wait_status(run, RunStatus.RUNNING)
+    wait_for(lambda: trainer_log(tmp_path), 10, what="trainer to start")
+    trainer_pid = int(trainer_log(tmp_path)[0].split()[2])
+    os.kill(trainer_pid, signal.SIGTERM)  # the same instant as the master's
+    cluster.terminate()
+    assert cluster.wait_exit(timeout=40) == 0
+    requeued = TunixRun.objects.get(id=run.id)
+    assert requeued.status == RunStatus.PENDING, requeued.error_message
+    assert "re-queued" in requeued.error_message
+    clusters(1)
+    done = wait_status(run, RunStatus.COMPLETED, RunStatus.FAILED)
+    assert (done.status, done.attempt) == (RunStatus.COMPLETED, 2)
+
+
+def test_a_training_killed_by_a_signal_says_which(clusters: StartClusters, tmp_path: Path) -> None:
+    clusters(1)
+    run = enqueue("fake/sleep-30", RunMode.LOCAL)
+    wait_status(run, RunStatus.RUNNING)
+    wait_for(lambda: trainer_log(tmp_path), 10, what="trainer to start")
+    os.kill(int(trainer_log(tmp_path)[0].split()[2]), signal.SIGKILL)  # the OOM killer, say
+    done = wait_status(run, RunStatus.FAILED)
+    assert done.error_reason == "nonzero_exit"
+    assert done.error_message == "training process was killed by signal SIGKILL"
