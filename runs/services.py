@@ -277,6 +277,14 @@ def task_timeout_seconds(run: TunixRun) -> int:
 TASK_FUNC = "runs.tasks.execute_run"
 
 
+def task_queue(mode: str) -> str | None:
+    """The queue a run's task goes to: trainings to TUNIX_TRAINING_QUEUE when one is set, the
+    rest (and everything otherwise) to the default one (None)."""
+    if mode == RunMode.LOCAL and settings.TUNIX_TRAINING_QUEUE:
+        return str(settings.TUNIX_TRAINING_QUEUE)
+    return None
+
+
 def _enqueue_task(run: TunixRun) -> str:
     """Write the queue task. Callers hold a transaction so the task commits with the run."""
     from django_q.tasks import async_task
@@ -287,6 +295,7 @@ def _enqueue_task(run: TunixRun) -> str:
         task_name=f"run-{run.id}",
         timeout=task_timeout_seconds(run),
         ack_failure=True,
+        cluster=task_queue(run.mode),
     )
     return task_id
 

@@ -422,7 +422,21 @@ Q_CLUSTER: dict[str, Any] = {
     "save_limit": -1,
     "daemonize_workers": False,
     "catch_up": False,
+    # Alternative clusters, each its own queue (django-q2 ALT_CLUSTERS): a qcluster started
+    # with Q_CLUSTER_NAME=<name> serves only that queue.
+    "ALT_CLUSTERS": {},
 }
+# TUNIX_TRAINING_QUEUE=<name>: local-mode runs (trainings, minutes to hours) go to their own
+# queue, served by clusters started as `Q_CLUSTER_NAME=<name> manage.py qcluster` with
+# TUNIX_TRAINING_WORKERS workers each. Dry-runs and webhook deliveries stay on the default queue,
+# so they never wait behind a training. Empty (the default): one queue for everything.
+TUNIX_TRAINING_QUEUE = env_str("TUNIX_TRAINING_QUEUE", "")
+if TUNIX_TRAINING_QUEUE:
+    if Q_CLUSTER["name"] == TUNIX_TRAINING_QUEUE:
+        raise ImproperlyConfigured("TUNIX_TRAINING_QUEUE must differ from TUNIX_Q_NAME")
+    Q_CLUSTER["ALT_CLUSTERS"][TUNIX_TRAINING_QUEUE] = {
+        "workers": env_int("TUNIX_TRAINING_WORKERS", 1, minimum=1),
+    }
 
 LOGGING: dict[str, Any] = {
     "version": 1,

@@ -7,14 +7,15 @@ running TUNIX_SHUTDOWN_GRACE_SECONDS later is stopped and re-queued, so no run i
 
 from __future__ import annotations
 
-import os
 import signal
 from types import FrameType
 from typing import Any
 
 from django.conf import settings
+from django.core.management.base import CommandError
 from django_q import cluster as q_cluster
 from django_q.cluster import Cluster
+from django_q.conf import Conf
 from django_q.management.commands import qcluster
 
 from runs import worker  # imported before the cluster forks: workers share its drain flag
@@ -39,8 +40,13 @@ class Command(qcluster.Command):  # type: ignore[misc]  # django-q2 ships no typ
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.SECRET_KEY:  # django-q2 signs tasks with it
             raise RuntimeError("SECRET_KEY must be set to run a cluster")
-        if options.get("cluster_name"):
-            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        name = options.get("cluster_name")
+        if name and name != Conf.CLUSTER_NAME:
+            # django-q2 read its configuration when Django started, before this option.
+            raise CommandError(
+                f"start this cluster as `Q_CLUSTER_NAME={name} python manage.py qcluster`: the "
+                "queue name must be in the environment when the process starts"
+            )
         q_cluster.Sentinel = _SignalSafeSentinel  # Cluster.start looks it up when it forks
         cluster = Cluster()
         # Cluster() installed django-q2's stop handlers; drain the workers before stopping.
