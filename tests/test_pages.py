@@ -259,7 +259,7 @@ def test_a_running_training_shows_its_step_and_loss_and_updates_its_fragments(
     assert services.run_heartbeat(run_id=run.id, attempt=1, updates=beat)
 
     rows = web.get("/runs/rows", headers={"HX-Request": "true"})
-    assert f'data-testid="run-step-{run.id}">step 3/20<' in html(rows)
+    assert f'data-testid="run-step-{run.id}">step 3/20 · loss 2.500<' in html(rows)
     live = web.get(f"/runs/{run.id}/live", headers={"HX-Request": "true"})
     page = html(live)
     assert "step 3 of 20" in page
