@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -65,3 +66,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,
     )
+
+
+class ProbeMiddleware:
+    """Answers GET /healthz and /readyz before anything else runs: a probe addresses the
+    process by IP or container name, which ALLOWED_HOSTS (rightly) does not list, and a
+    liveness answer must not wait on the database (the metrics flush, sessions). First in
+    MIDDLEWARE."""
+
+    PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        probe = self.PROBES.get(request.path_info)
+        if probe is not None and request.method in {"GET", "HEAD"}:
+            return probe(request)
+        return self.get_response(request)

@@ -245,53 +245,42 @@ def test_the_healthcheck_uses_python_against_a_routed_health_url(
     assert match, command
     view = resolve(match.group(1))
     assert view.func is health.healthz
-    # The probe's Host header is one ALLOWED_HOSTS accepts, or Django answers 400.
-    assert "ALLOWED_HOSTS" in command[-1]
 
 
-def test_the_healthcheck_probe_sends_an_allowed_host(
+def test_the_healthcheck_probe_reaches_the_health_view(
     stages: dict[str, Stage], final_stage: Stage
 ) -> None:
-    """Run the HEALTHCHECK's own python snippet, with urlopen replaced, for several
-    ALLOWED_HOSTS values: it asks for the right URL with a Host header Django accepts."""
+    """Run the HEALTHCHECK's own python snippet with urlopen replaced: it asks for /healthz on
+    the container's own address (no Host header needed: probes skip the host check)."""
     command = json.loads(
         effective(stages, final_stage, "HEALTHCHECK")[-1].split("CMD", 1)[1].strip()
     )
-    snippet = command[-1]
     probe = (
-        "import json, sys, urllib.request\n"
+        "import json, urllib.request\n"
         "seen = {}\n"
         "def fake(request, timeout):\n"
-        "    seen['url'] = request.full_url\n"
-        "    seen['host'] = request.get_header('Host')\n"
+        "    seen['url'] = getattr(request, 'full_url', request)\n"
         "urllib.request.urlopen = fake\n"
-        f"exec({snippet!r})\n"
+        f"exec({command[-1]!r})\n"
         "print(json.dumps(seen))\n"
     )
-    for allowed, expected in [
-        ("tunix.example.com,127.0.0.1", "tunix.example.com"),
-        (".example.com", "example.com"),
-        ("*", "localhost"),
-        ("", "localhost"),
-    ]:
-        result = subprocess.run(
-            [sys.executable, "-c", probe],
-            env={"PATH": os.environ["PATH"], "ALLOWED_HOSTS": allowed},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert result.returncode == 0, result.stderr
-        seen = json.loads(result.stdout)
-        assert seen == {"url": "http://127.0.0.1:8000/healthz", "host": expected}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"url": "http://127.0.0.1:8000/healthz"}
 
 
-def test_the_health_url_answers_the_probe_host(client: Any, settings: Any) -> None:
+def test_the_health_url_answers_any_probe_host(client: Any, settings: Any) -> None:
     settings.ALLOWED_HOSTS = ["tunix.example.com"]
-    settings.TUNIX_METRICS_FLUSH_SECONDS = 10**9  # no metrics write: this test has no database
     assert client.get("/healthz", HTTP_HOST="tunix.example.com").status_code == 200
-    # Why the probe sends a Host header: 127.0.0.1 is not an allowed host in production.
-    assert client.get("/healthz", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    # A probe by the container's address: not an allowed host, answered all the same.
+    assert client.get("/healthz", HTTP_HOST="127.0.0.1:8000").status_code == 200
+    assert client.get("/api/tunix/runs", HTTP_HOST="127.0.0.1:8000").status_code == 400
 
 
 # --------------------------------------------------------------------------- entrypoint

@@ -153,3 +153,20 @@ def test_readyz_explains_a_missing_or_stale_worker(client: Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+@pytest.mark.django_db
+def test_probes_answer_whatever_host_they_address(
+    client: Client, settings: Any, django_assert_num_queries: Any
+) -> None:
+    """A load balancer or container runtime probes by IP: not a host the site serves."""
+    settings.ALLOWED_HOSTS = ["tunix.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    with django_assert_num_queries(0):
+        live = client.get("/healthz", HTTP_HOST="10.0.0.7:8000")
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    ready = client.get("/readyz", HTTP_HOST="10.0.0.7:8000")
+    assert ready.status_code == 503  # no worker here; the answer, not a host error
+    assert "worker" in ready.json()["checks"]
+    # Every other path still checks the host.
+    assert client.get("/api/tunix/runs", HTTP_HOST="10.0.0.7:8000").status_code == 400

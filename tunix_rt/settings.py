@@ -220,6 +220,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Probes first: no host check, no HTTPS redirect, no database work for /healthz.
+    "runs.health.ProbeMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # First real work of a request: a shed request costs no session, CSRF or database work.
     "runs.shedding.LoadSheddingMiddleware",
