@@ -60,8 +60,11 @@ def test_the_run_page_and_its_polled_fragment_satisfy_the_policy(
         assert " style=" not in page  # the loss chart is styled from app.css, not inline
 
 
-def test_every_response_has_the_other_security_headers(browser: Client, demo_dataset: Any) -> None:
-    for path in ("/", "/api/tunix/runs", "/healthz", "/no-such-page"):
+def test_pages_and_api_answers_have_the_other_security_headers(
+    browser: Client, demo_dataset: Any
+) -> None:
+    # (/healthz and /readyz are answered before any middleware, for probes: JSON, no page.)
+    for path in ("/", "/api/tunix/runs", "/metrics", "/no-such-page", "/api/tunix/nope"):
         response = browser.get(path)
         assert response["X-Frame-Options"] == "DENY"
         assert response["X-Content-Type-Options"] == "nosniff"
