@@ -287,3 +287,15 @@ def dataset_list() -> QuerySet[Dataset]:
 
 def dataset_get(*, key: str) -> Dataset | None:
     return Dataset.objects.filter(key=key).first()
+
+
+def worker_last_seen(*, host: str) -> datetime | None:
+    """When a worker process on ``host`` last reported (its reaper's heartbeat), if ever."""
+    from django.db.models import Max
+
+    from runs.models import WorkerHeartbeat
+
+    seen: datetime | None = WorkerHeartbeat.objects.filter(host=host).aggregate(
+        newest=Max("seen_at")
+    )["newest"]
+    return seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from django.contrib.auth import authenticate
@@ -44,3 +45,31 @@ def test_ensure_admin_takes_the_password_from_the_environment(
         )
         is not None
     )
+
+
+@pytest.mark.django_db
+def test_worker_alive_tells_whether_this_hosts_workers_report(settings: Any) -> None:
+    import socket
+    from datetime import timedelta
+
+    from django.core.management.base import CommandError
+    from django.utils import timezone
+
+    from runs import services
+    from runs.models import WorkerHeartbeat
+
+    with pytest.raises(CommandError, match=r"no worker on .* has reported yet"):
+        call_command("worker_alive")
+    services.worker_heartbeat(worker_id=f"worker:{socket.gethostname()}:4242")
+    out = io.StringIO()
+    call_command("worker_alive", stdout=out)
+    assert out.getvalue().startswith("ok: a worker on")
+    WorkerHeartbeat.objects.update(
+        seen_at=timezone.now() - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS + 5)
+    )
+    with pytest.raises(CommandError, match="s old"):
+        call_command("worker_alive")
+    # Another host's worker says nothing about this one.
+    services.worker_heartbeat(worker_id="worker:other-host:1")
+    with pytest.raises(CommandError):
+        call_command("worker_alive")

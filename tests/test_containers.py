@@ -620,7 +620,13 @@ def test_workers_get_time_to_drain_before_sigkill(services: dict[str, Any]) -> N
         kill_grace = int(env.get("TUNIX_KILL_GRACE_SECONDS", "5"))
         stop = duration_seconds(services[name]["stop_grace_period"])
         assert stop > grace + kill_grace, f"{name}: stop_grace_period {stop} s <= {grace} s"
-        assert services[name]["healthcheck"] == {"disable": True}  # no HTTP server here
+        # No HTTP server here: the worker's own heartbeat tells (manage.py worker_alive).
+        assert services[name]["healthcheck"]["test"] == [
+            "CMD",
+            "python",
+            "manage.py",
+            "worker_alive",
+        ]
 
 
 def test_the_tunix_worker_is_built_from_its_target_behind_a_profile(
