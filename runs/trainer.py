@@ -430,7 +430,13 @@ def train(plan: Plan) -> dict[str, Any]:
 
     trainer.with_training_hooks(Report())
     emit(PROGRESS_PREFIX, {"step": 0, "total_steps": total_steps})  # compiling from here
-    tokens_per_step = batch_size * length
+    # Tokens the training actually saw (padding not counted); the batches are reproducible
+    # from the seed, so count them without keeping them.
+    real_tokens = sum(
+        len(e.tokens)
+        for batch in train_batches(train_examples, batch_size, total_steps, seed)
+        for e in batch
+    )
     started = time.monotonic()
     with mesh:
         trainer.train(
@@ -442,7 +448,7 @@ def train(plan: Plan) -> dict[str, Any]:
         "steps": int(trainer.train_steps),
         "train_loss": seen.get("train_loss"),
         "eval_loss": seen.get("eval_loss"),
-        "tokens_per_second": round(tokens_per_step * trainer.train_steps / wall, 1),
+        "tokens_per_second": round(real_tokens / wall, 1),
         "wall_seconds": round(wall, 3),
     }
     return {k: v for k, v in result.items() if v is not None}
