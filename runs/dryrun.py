@@ -54,6 +54,7 @@ def training_spec(
     attempt: int = 1,
     checkpoint_dir: Path | None = None,
     allow_download: bool = False,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """The config file the Tunix trainer reads; all paths absolute. Checkpoints and metrics go
     to a fresh directory per attempt: Tunix resumes from any checkpoint it finds."""
@@ -70,6 +71,8 @@ def training_spec(
             "dir": str(output_dir),
             "checkpoints": str(output_dir / "checkpoints" / f"attempt-{attempt}"),
             "metrics": str(output_dir / "metrics" / f"attempt-{attempt}"),
+            # A re-queued training continues from its previous attempts' newest checkpoint.
+            "resume": resume,
         },
     }
 

@@ -78,6 +78,11 @@ class ProgressTracker:
             if total is not None and total >= step:
                 self.total_steps = total
             loss = _number(data.get("loss"))
+            if self.curve and step <= self.curve[-1][0]:
+                # A new attempt, starting over (step 0) or resuming from a checkpoint (its
+                # step, no loss): later points belong to the attempt that was stopped.
+                keep = step if loss is None else step - 1
+                self.curve = [point for point in self.curve if point[0] <= keep]
             if loss is not None:
                 self.loss = loss
                 self.curve = thin([*self.curve, [step, round(loss, 6)]])

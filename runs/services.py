@@ -506,6 +506,7 @@ def _spec(run: TunixRun, output_dir: Path) -> dict[str, Any]:
         attempt=run.attempt,
         checkpoint_dir=_checkpoint_dir(run.model_id),
         allow_download=settings.TUNIX_MODEL_DOWNLOAD,
+        resume=settings.TUNIX_RESUME_TRAINING,
     )
 
 
@@ -588,7 +589,8 @@ def _execute_local(run: TunixRun, drain_since: Callable[[], float | None]) -> Ru
         )
     output_dir = _artifact_dir(run)
     requeue = False
-    tracker = ProgressTracker()
+    # The curve so far: a resumed attempt continues it, one that starts over replaces it.
+    tracker = ProgressTracker(curve=[list(point) for point in run.loss_curve or []])
     lines = LineSplitter(tracker.feed_line)
     # The executor's own captures: what the run shows while it runs is the same head-and-tail
     # cut as its final output.

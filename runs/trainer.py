@@ -18,10 +18,12 @@ once the config has been read and checked, so a bad config fails in milliseconds
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -214,6 +216,7 @@ class Plan:
     hyper: dict[str, Any]
     checkpoints: Path
     metrics: Path
+    resume: bool = False  # continue from an earlier attempt's newest checkpoint
 
 
 def read_plan(config_path: Path) -> Plan:
@@ -241,7 +244,47 @@ def read_plan(config_path: Path) -> Plan:
         hyper=spec["training"],
         checkpoints=Path(output["checkpoints"]),
         metrics=Path(output["metrics"]),
+        resume=bool(output.get("resume")),
     )
+
+
+ATTEMPT_PREFIX = "attempt-"
+
+
+def _attempt_number(directory: Path) -> int | None:
+    suffix = directory.name.removeprefix(ATTEMPT_PREFIX)
+    return int(suffix) if directory.name.startswith(ATTEMPT_PREFIX) and suffix.isdigit() else None
+
+
+def newest_earlier_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint (``<step>`` with Orbax's metadata written) of the
+    attempts before the one writing to ``checkpoints``: where a re-queued training resumes."""
+    current = _attempt_number(checkpoints)
+    if current is None or not checkpoints.parent.is_dir():
+        return None
+    found: list[tuple[int, int, Path]] = []
+    for attempt_dir in checkpoints.parent.iterdir():
+        attempt = _attempt_number(attempt_dir)
+        if attempt is None or attempt >= current or not attempt_dir.is_dir():
+            continue
+        for step_dir in attempt_dir.iterdir():
+            if step_dir.name.isdigit() and (step_dir / "_CHECKPOINT_METADATA").is_file():
+                found.append((int(step_dir.name), attempt, step_dir))
+    return max(found)[2] if found else None
+
+
+def seed_from_earlier_attempt(plan: Plan) -> int | None:
+    """Copy the newest earlier checkpoint into this attempt's directory, where Tunix restores
+    it (model, optimizer state and step) and skips the batches already trained. Returns the
+    step it resumes from. A copy, not a link: each attempt's directory stays its own."""
+    if not plan.resume or any(plan.checkpoints.iterdir()):
+        return None
+    source = newest_earlier_checkpoint(plan.checkpoints)
+    if source is None:
+        return None
+    shutil.copytree(source, plan.checkpoints / source.name)
+    print(f"resuming from step {source.name} of {source.parent.name}", flush=True)
+    return int(source.name)
 
 
 def resolve_checkpoint(plan: Plan) -> Path:
@@ -332,7 +375,7 @@ def with_lora(model: Any, family: str, rank: int, alpha: float, seed: int) -> An
     )
 
 
-def train(plan: Plan) -> dict[str, Any]:
+def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     hyper = plan.hyper
     seed = int(hyper["seed"])
     records = read_records(plan.dataset)
@@ -429,12 +472,15 @@ def train(plan: Plan) -> dict[str, Any]:
             seen["eval_loss"] = float(np.asarray(eval_loss)) / len(eval_set)
 
     trainer.with_training_hooks(Report())
-    emit(PROGRESS_PREFIX, {"step": 0, "total_steps": total_steps})  # compiling from here
+    # Compiling from here (and, when resuming, restoring the checkpoint of that step).
+    emit(PROGRESS_PREFIX, {"step": resumed_from, "total_steps": total_steps})
     # Tokens the training actually saw (padding not counted); the batches are reproducible
     # from the seed, so count them without keeping them.
     real_tokens = sum(
         len(e.tokens)
-        for batch in train_batches(train_examples, batch_size, total_steps, seed)
+        for batch in itertools.islice(
+            train_batches(train_examples, batch_size, total_steps, seed), resumed_from, None
+        )
         for e in batch
     )
     started = time.monotonic()
@@ -467,7 +513,8 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
         plan = read_plan(Path(args[0]))
         plan.checkpoints.mkdir(parents=True, exist_ok=True)
         plan.metrics.mkdir(parents=True, exist_ok=True)
-        result = train(plan)
+        resumed_from = seed_from_earlier_attempt(plan)
+        result = train(plan, resumed_from=resumed_from or 0)
     except TrainerError as exc:
         emit(ERROR_PREFIX, {"reason": exc.reason, "message": exc.message})
         return EXIT_REFUSED

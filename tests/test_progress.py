@@ -85,3 +85,19 @@ def test_lines_split_across_chunks_are_joined_and_floods_stay_bounded() -> None:
     splitter.close()
     assert lines[:2] == ['TUNIX_PROGRESS {"step": 1}', "plain \u2713 text"]
     assert lines[-1] == "tail"
+
+
+def test_a_new_attempt_continues_or_replaces_the_curve() -> None:
+    curve = [[float(step), 5.0 - step / 10] for step in range(1, 11)]
+    resumed = ProgressTracker(curve=[list(p) for p in curve])
+    resumed.feed_line('TUNIX_PROGRESS {"step": 6, "total_steps": 20}')  # restored step 6
+    resumed.feed_line('TUNIX_PROGRESS {"step": 7, "total_steps": 20, "loss": 4.0}')
+    assert [p[0] for p in resumed.curve] == [1, 2, 3, 4, 5, 6, 7]
+    assert resumed.curve[-1] == [7, 4.0]
+    restarted = ProgressTracker(curve=[list(p) for p in curve])
+    restarted.feed_line('TUNIX_PROGRESS {"step": 0, "total_steps": 20}')
+    assert restarted.curve == []
+    retried = ProgressTracker(curve=[list(p) for p in curve])
+    retried.feed_line('TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 9.0}')
+    assert retried.curve[-1] == [3, 9.0]
+    assert len(retried.curve) == 3

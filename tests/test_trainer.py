@@ -185,8 +185,18 @@ def test_an_unreadable_config_is_refused(
 # --------------------------------------------------------------------------- real training
 
 
-def test_full_fine_tuning_of_the_tiny_preset(tmp_path: Path, tunix_runtime: None) -> None:
-    code, progress, stderr = run_trainer(write_config(tmp_path))
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, ProgressTracker, str]:
+    """One uninterrupted 24-step training of the preset, shared by the tests that read it."""
+    directory = tmp_path_factory.mktemp("full-run")
+    code, progress, stderr = run_trainer(write_config(directory))
+    return directory, code, progress, stderr
+
+
+def test_full_fine_tuning_of_the_tiny_preset(
+    tunix_runtime: None, full_run: tuple[Path, int, ProgressTracker, str]
+) -> None:
+    tmp_path, code, progress, stderr = full_run
     assert code == 0, stderr[-3000:]
     losses = [loss for _, loss in progress.curve]
     assert [int(step) for step, _ in progress.curve] == list(range(1, 25))
@@ -274,3 +284,53 @@ def test_a_real_model_loads_through_tunix_with_its_own_tokenizer(
     assert example is not None
     assert example.tokens == [1, 4, 5, 6, 7, 2]
     assert example.mask == [0, 0, 0, 0, 1, 1]
+
+
+def attempt_config(directory: Path, attempt: int, **overrides: Any) -> Path:
+    """The config the worker writes for attempt ``attempt`` of one run (resume on)."""
+    path = write_config(directory, **overrides)
+    spec = json.loads(path.read_text())
+    spec["output"].update(
+        checkpoints=str(directory / "checkpoints" / f"attempt-{attempt}"),
+        metrics=str(directory / "metrics" / f"attempt-{attempt}"),
+        resume=True,
+    )
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_a_later_attempt_resumes_where_the_earlier_one_checkpointed(
+    tmp_path: Path, tunix_runtime: None, full_run: tuple[Path, int, ProgressTracker, str]
+) -> None:
+    """Attempt 1 stops after step 12 (its last checkpoint); attempt 2 restores it and trains
+    13..24 to exactly the losses of the uninterrupted run: the same weights, optimizer state
+    and batches."""
+    code, _, stderr = run_trainer(attempt_config(tmp_path, 1, max_steps=12))
+    assert code == 0, stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "attempt-1" / "12" / "_CHECKPOINT_METADATA").is_file()
+    proc_code, second, stderr = run_trainer(attempt_config(tmp_path, 2, max_steps=24))
+    assert proc_code == 0, stderr[-3000:]
+    assert [int(step) for step, _ in second.curve] == list(range(13, 25))
+    uninterrupted = full_run[2].curve[12:]
+    assert [loss for _, loss in second.curve] == pytest.approx(
+        [loss for _, loss in uninterrupted], rel=1e-4
+    )
+    assert second.result["steps"] == 24
+    assert (tmp_path / "checkpoints" / "attempt-2" / "24").is_dir()
+
+
+def test_nothing_to_resume_from_starts_at_step_one(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "attempt-1" / "7.orbax-checkpoint-tmp").mkdir(parents=True)  # unfinished
+    (checkpoints / "attempt-1" / "5").mkdir()  # no metadata: not a complete checkpoint
+    assert trainer.newest_earlier_checkpoint(checkpoints / "attempt-2") is None
+    (checkpoints / "attempt-1" / "5" / "_CHECKPOINT_METADATA").write_text("{}")
+    (checkpoints / "attempt-3" / "9").mkdir(parents=True)
+    (checkpoints / "attempt-3" / "9" / "_CHECKPOINT_METADATA").write_text("{}")
+    # Only earlier attempts count, and the newest step among them.
+    assert trainer.newest_earlier_checkpoint(checkpoints / "attempt-2") == (
+        checkpoints / "attempt-1" / "5"
+    )
+    assert trainer.newest_earlier_checkpoint(checkpoints / "attempt-4") == (
+        checkpoints / "attempt-3" / "9"
+    )

@@ -127,3 +127,49 @@ def test_cancel_stops_a_real_training_within_seconds(
     run = TunixRun.objects.get(id=run_id)
     assert run.status == RunStatus.CANCELLED
     assert run.progress["step"] < run.progress["total_steps"]
+
+
+def test_a_training_requeued_by_a_stopping_worker_resumes_from_its_checkpoint(
+    tunix_runtime: None,
+    clusters: Callable[..., Any],
+    settings: Any,
+    tmp_path: Path,
+    operator_client: Any,
+) -> None:
+    """A worker is stopped mid-training (SIGTERM, no grace): the run is re-queued, and the
+    next worker's attempt restores the newest checkpoint instead of starting over."""
+    settings.TUNIX_TRAINER_COMMAND = None
+    env = {
+        "TUNIX_TRAINER_COMMAND": "",
+        "TUNIX_MODELS_DIR": str(tmp_path / "models"),
+        "TUNIX_SHUTDOWN_GRACE_SECONDS": "0",
+    }
+    first = clusters(1, **env)[0]
+    # 800 steps of a few milliseconds, a checkpoint every 200: seconds of training left after
+    # the first checkpoint, more than the worker's next tick (1 s) lets run.
+    run_id = submit(operator_client, num_epochs=100)
+    checkpoint = Path(settings.TUNIX_ARTIFACTS_ROOT) / run_id / "checkpoints" / "attempt-1" / "200"
+    wait_for(
+        lambda: (checkpoint / "_CHECKPOINT_METADATA").is_file(), 120, what="the first checkpoint"
+    )
+    first.terminate()
+    assert first.wait_exit(timeout=60) == 0
+    requeued = TunixRun.objects.get(id=run_id)
+    assert requeued.status == RunStatus.PENDING, requeued.error_message
+    assert 200 <= requeued.progress["step"] < 800
+
+    clusters(1, **env)
+    wait_for(
+        lambda: TunixRun.objects.get(id=run_id).status in {RunStatus.COMPLETED, RunStatus.FAILED},
+        180,
+        what="the second attempt to finish",
+    )
+    done = TunixRun.objects.get(id=run_id)
+    assert (done.status, done.attempt) == (RunStatus.COMPLETED, 2), done.error_message
+    assert "resuming from step" in done.stdout
+    assert "of attempt-1" in done.stdout
+    # One curve across both attempts (thinned to 200 points): in order, no step twice.
+    steps = [int(step) for step, _ in done.loss_curve]
+    assert steps == sorted(set(steps))
+    assert (steps[0], steps[-1]) == (1, 800)
+    assert done.metrics["steps"] == 800

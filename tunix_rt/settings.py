@@ -137,6 +137,10 @@ TUNIX_MODELS_DIR = Path(env_str("TUNIX_MODELS_DIR", str(VAR_DIR / "models")))
 TUNIX_MODEL_DOWNLOAD = env_bool("TUNIX_MODEL_DOWNLOAD", False)
 TUNIX_MODELS_DIR_SHARED = env_bool("TUNIX_MODELS_DIR_SHARED", True)
 
+# A re-queued training (its worker stopped or was lost) continues from the newest checkpoint of
+# its earlier attempts instead of starting over (0: start over).
+TUNIX_RESUME_TRAINING = env_bool("TUNIX_RESUME_TRAINING", True)
+
 # How often a running training's reported progress (step, loss) is written to its run, at most.
 TUNIX_PROGRESS_SECONDS = env_int("TUNIX_PROGRESS_SECONDS", 1, minimum=1)
 # Worker liveness and recovery. A running run heartbeats every TUNIX_HEARTBEAT_SECONDS; the
