@@ -54,6 +54,18 @@ ENV = {
 os.environ.update(ENV)
 
 
+def write_report(
+    report: dict[str, Any], *, prefix: str = "", stamp: datetime | None = None
+) -> Path:
+    """bench/results/<prefix><stamp>.json, where docs/PERFORMANCE_BASELINE.md links it."""
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{prefix}{stamp or datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written {path}")
+    return path
+
+
 def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=ENV, check=True)
 
@@ -510,11 +522,7 @@ def main() -> None:
             entry["overload"] = overload_benchmark(token)
         report["sizes"].append(entry)
         print(json.dumps(entry, indent=1), flush=True)
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"written {path}")
+    write_report(report)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from bench.run import (  # noqa: E402
     reset_database,
     rss_mib,
     setup_django,
+    write_report,
 )
 
 ENQUEUE_PER_SECOND = int(os.environ.get("SOAK_ENQUEUE_PER_SECOND", "5"))
@@ -165,12 +166,8 @@ def main() -> None:
         "counters": counters,
         "samples": samples,
     }
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    written = out / f"soak-{started_at:%Y%m%dT%H%M%SZ}.json"
-    written.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
-    print(f"written {written}")
+    write_report(report, prefix="soak-", stamp=started_at)
 
 
 if __name__ == "__main__":

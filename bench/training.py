@@ -37,6 +37,7 @@ from bench.run import (  # noqa: E402
     auth,
     reset_database,
     setup_django,
+    write_report,
 )
 
 EPOCHS = 3  # the demo dataset: 8 steps an epoch, so 24 steps
@@ -148,12 +149,8 @@ def main() -> None:
         "target_s": round(limit, 3),
         "met": queued_median <= limit,
     }
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"training-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
-    print(f"written {path}")
+    write_report(report, prefix="training-")
 
 
 if __name__ == "__main__":

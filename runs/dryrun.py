@@ -18,6 +18,7 @@ from runs import training_config
 from runs.datasets import DatasetError, validate_stream
 
 CONFIG_FILE_NAME = "tunix_config.json"
+ATTEMPT_PREFIX = "attempt-"  # checkpoints/attempt-N, metrics/attempt-N: one per attempt
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ def training_spec(
         "training": dict(config),
         "output": {
             "dir": str(output_dir),
-            "checkpoints": str(output_dir / "checkpoints" / f"attempt-{attempt}"),
-            "metrics": str(output_dir / "metrics" / f"attempt-{attempt}"),
+            "checkpoints": str(output_dir / "checkpoints" / f"{ATTEMPT_PREFIX}{attempt}"),
+            "metrics": str(output_dir / "metrics" / f"{ATTEMPT_PREFIX}{attempt}"),
             # A re-queued training continues from its previous attempts' newest checkpoint.
             "resume": resume,
         },

@@ -8,7 +8,6 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
-from django.db.models import Max
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -33,7 +32,7 @@ def _migrations_applied() -> bool:
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: database reachable, migrations applied, a worker heart-beating."""
-    from runs.models import WorkerHeartbeat
+    from runs import selectors
 
     checks: dict[str, dict[str, object]] = {}
     try:
@@ -49,7 +48,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
             if applied
             else {"ok": False, "reason": "migrations not applied: run manage.py migrate"}
         )
-        newest = WorkerHeartbeat.objects.aggregate(newest=Max("seen_at"))["newest"]
+        newest = selectors.worker_last_seen()
         limit = timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
         if newest is None:
             checks["worker"] = {"ok": False, "reason": "no worker has ever reported"}

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from runs.api.problems import PROBLEM_CONTENT_TYPE, problem
+from runs.api.problems import problem_response
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -37,11 +37,7 @@ def locked_out(
     )
     response: HttpResponse
     if request.path.startswith("/api/"):
-        response = JsonResponse(
-            problem(429, detail, instance=request.path),
-            status=429,
-            content_type=PROBLEM_CONTENT_TYPE,
-        )
+        response = problem_response(429, detail, instance=request.path)
     else:
         response = render(request, "registration/locked_out.html", {"detail": detail}, status=429)
     response["Retry-After"] = str(minutes * 60)

@@ -126,6 +126,14 @@ def checkpoint_directory(models_dir: Path, model_id: str) -> Path:
     return models_dir.joinpath(*model_id.split("/"))
 
 
+def missing_checkpoint_message(model_id: str, directory: Path, missing: list[str]) -> str:
+    return (
+        f"{model_id}: checkpoint directory {directory} lacks {', '.join(missing)} (put the "
+        "Hugging Face safetensors checkpoint there, or allow downloads on the worker hosts with "
+        "TUNIX_MODEL_DOWNLOAD=1)"
+    )
+
+
 def missing_checkpoint_files(directory: Path) -> list[str]:
     """The required checkpoint files ``directory`` lacks (all of them if it does not exist)."""
     return [

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 
-from runs.models import Dataset, TunixRun, duration_seconds
+from runs.models import Dataset, TunixRun, WorkerHeartbeat, duration_seconds
 
 LIST_FIELDS = (
     "id",
@@ -289,13 +289,10 @@ def dataset_get(*, key: str) -> Dataset | None:
     return Dataset.objects.filter(key=key).first()
 
 
-def worker_last_seen(*, host: str) -> datetime | None:
-    """When a worker process on ``host`` last reported (its reaper's heartbeat), if ever."""
-    from django.db.models import Max
-
-    from runs.models import WorkerHeartbeat
-
-    seen: datetime | None = WorkerHeartbeat.objects.filter(host=host).aggregate(
-        newest=Max("seen_at")
-    )["newest"]
+def worker_last_seen(*, host: str | None = None) -> datetime | None:
+    """When a worker process (on ``host``, or anywhere) last reported its heartbeat, if ever."""
+    heartbeats = WorkerHeartbeat.objects.all()
+    if host is not None:
+        heartbeats = heartbeats.filter(host=host)
+    seen: datetime | None = heartbeats.aggregate(newest=Max("seen_at"))["newest"]
     return seen

@@ -233,20 +233,21 @@ def _check_model(model_id: str, mode: str) -> None:
     TUNIX_TRAINER_COMMAND interprets model ids itself, so any well-formed id passes."""
     if settings.TUNIX_TRAINER_COMMAND:
         return
-    entry = model_catalog.lookup(model_id)
-    if entry is None:
+    if model_catalog.lookup(model_id) is None:
         raise ServiceError(model_catalog.unknown_model_message(model_id), field="model_id")
-    if entry.is_preset or mode != RunMode.LOCAL or settings.TUNIX_MODEL_DOWNLOAD:
+    directory = _checkpoint_dir(model_id)
+    # Checked only where it can be known here: a local run, no download allowed, and the
+    # workers' model directory visible from this host.
+    if (
+        directory is None
+        or mode != RunMode.LOCAL
+        or settings.TUNIX_MODEL_DOWNLOAD
+        or not settings.TUNIX_MODELS_DIR_SHARED
+    ):
         return
-    if not settings.TUNIX_MODELS_DIR_SHARED:  # the workers' model directory is not visible here
-        return
-    directory = model_catalog.checkpoint_directory(Path(settings.TUNIX_MODELS_DIR), model_id)
-    missing = model_catalog.missing_checkpoint_files(directory)
-    if missing:
+    if missing := model_catalog.missing_checkpoint_files(directory):
         raise ServiceError(
-            f"{model_id} has no checkpoint on the worker hosts: {directory} lacks "
-            f"{', '.join(missing)} (put the Hugging Face safetensors checkpoint there, or allow "
-            "downloads with TUNIX_MODEL_DOWNLOAD=1)",
+            model_catalog.missing_checkpoint_message(model_id, directory, missing),
             field="model_id",
         )
 

@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 from runs import metrics
-from runs.api.problems import PROBLEM_CONTENT_TYPE, problem
+from runs.api.problems import problem_response
 
-EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
+EXEMPT_PATHS = frozenset({"/metrics"})  # (probes are answered before this middleware)
 # Set by tunix_rt.gunicorn_worker. Spelled out here: importing that module pulls in gunicorn's
 # worker machinery (about 80 ms) in processes that never use it, such as runserver.
 QUEUE_MS_KEY = "tunix.queue_ms"
@@ -62,7 +62,7 @@ def shed_response(waited_ms: float) -> HttpResponse:
         f"the server is overloaded: this request waited {waited_ms:.0f} ms before it could be "
         "served; retry after the Retry-After delay"
     )
-    response = JsonResponse(problem(503, detail), status=503, content_type=PROBLEM_CONTENT_TYPE)
+    response = problem_response(503, detail)
     response["Retry-After"] = str(settings.TUNIX_WEB_RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
     # Django logs every 5xx at ERROR; under overload that is thousands of lines a second, at

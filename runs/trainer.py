@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from runs import model_catalog
+from runs.dryrun import ATTEMPT_PREFIX
 from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX
 
 EXIT_REFUSED = 2  # the trainer refused the run and said why on a TUNIX_ERROR line
@@ -75,11 +76,13 @@ class Example:
 class ByteTokenizer:
     """UTF-8 bytes as tokens: nothing to download, any text round-trips."""
 
-    vocab_size = TINY_VOCAB
     pad_id, bos_id, eos_id = PAD, BOS, EOS
 
     def encode(self, text: str) -> list[int]:
         return [b + BYTE_OFFSET for b in text.encode("utf-8")]
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str | None:
+        return None  # no chat template: the plain "role: content" rendering
 
 
 class HubTokenizer:
@@ -110,7 +113,7 @@ def prompt_and_completion(record: dict[str, Any], tokenizer: Any) -> tuple[str, 
         return str(record["prompt"]), str(record["completion"])
     messages = record["messages"]
     context = messages[:-1]
-    rendered = tokenizer.chat_prompt(context) if hasattr(tokenizer, "chat_prompt") else None
+    rendered = tokenizer.chat_prompt(context)
     if rendered is None:
         rendered = "".join(f"{m['role']}: {m['content']}\n" for m in context) + "assistant: "
     return rendered, str(messages[-1]["content"])
@@ -181,24 +184,25 @@ def train_batches(
     """``steps`` full batches; each epoch reshuffled, a short last batch topped up from the
     next epoch so every step has the same shape."""
     rng = random.Random(seed + 1)  # noqa: S311 - reproducible order, not a secret
-    order: list[Example] = []
-    for _ in range(steps):
-        while len(order) < batch_size:
+
+    def epochs() -> Iterator[Example]:
+        while True:
             epoch = list(examples)
             rng.shuffle(epoch)
-            order.extend(epoch)
-        yield order[:batch_size]
-        del order[:batch_size]
+            yield from epoch
+
+    stream = epochs()
+    for _ in range(steps):
+        yield list(itertools.islice(stream, batch_size))
 
 
 def eval_batches(examples: Sequence[Example], batch_size: int) -> list[list[Example]]:
-    """Every held-out example once; the last batch topped up with repeats of the first ones."""
+    """Every held-out example once; a short batch topped up with repeats of the first ones."""
     batches = []
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start : start + batch_size])
-        batch += list(examples[: batch_size - len(batch)])
-        while len(batch) < batch_size:  # fewer held-out examples than one batch
-            batch += list(examples[: batch_size - len(batch)])
+        while len(batch) < batch_size:
+            batch += examples[: batch_size - len(batch)]
         batches.append(batch)
     return batches
 
@@ -246,9 +250,6 @@ def read_plan(config_path: Path) -> Plan:
         metrics=Path(output["metrics"]),
         resume=bool(output.get("resume")),
     )
-
-
-ATTEMPT_PREFIX = "attempt-"
 
 
 def _attempt_number(directory: Path) -> int | None:
@@ -316,9 +317,7 @@ def resolve_checkpoint(plan: Plan) -> Path:
     if missing:
         raise TrainerError(
             "model_unavailable",
-            f"{plan.model.id}: checkpoint directory {directory} lacks {', '.join(missing)} "
-            "(put the Hugging Face safetensors checkpoint there, or allow downloads on the "
-            "worker host with TUNIX_MODEL_DOWNLOAD=1)",
+            model_catalog.missing_checkpoint_message(plan.model.id, directory, missing),
         )
     return directory
 
@@ -348,18 +347,17 @@ def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tu
         with mesh:
             return llama3.Llama3(config, rngs=nnx.Rngs(seed)), ByteTokenizer()
     assert checkpoint is not None
-    directory = checkpoint
     from tunix.models import automodel, naming
 
     model_name = naming.ModelNaming(model_id=plan.model.id).model_name
     try:
         config = automodel.call_model_config(model_name)
-        model = automodel.create_model_from_safe_tensors(model_name, str(directory), config, mesh)
-        tokenizer = HubTokenizer(directory)
+        model = automodel.create_model_from_safe_tensors(model_name, str(checkpoint), config, mesh)
+        tokenizer = HubTokenizer(checkpoint)
     except (OSError, ValueError, KeyError) as exc:
         raise TrainerError(
             "model_unavailable",
-            f"{plan.model.id}: cannot load the checkpoint in {directory}: "
+            f"{plan.model.id}: cannot load the checkpoint in {checkpoint}: "
             f"{type(exc).__name__}: {exc}",
         ) from exc
     return model, tokenizer

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import email.utils
 import http.client
-import ipaddress
 import socket
-import ssl
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
+
+from runs.addresses import is_public
 
 USER_AGENT = "tunix-rt-webhooks/1"
 
@@ -33,15 +32,6 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 class RefusedTarget(OSError):
     """The endpoint resolves to an address webhooks may not reach."""
-
-
-def is_public(address: str) -> bool:
-    """True for a globally routable unicast address (not loopback, private, link-local such
-    as cloud metadata at 169.254.169.254, multicast, reserved or unspecified)."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def resolve_target(host: str, port: int, *, allow_private: bool) -> str:
@@ -63,13 +53,19 @@ def resolve_target(host: str, port: int, *, allow_private: bool) -> str:
 
 
 def _pinned(base: type[http.client.HTTPConnection], allow_private: bool) -> Any:
+    """``base`` dialling the address resolve_target checked; everything else (TLS, its
+    verification, proxies) is http.client's own."""
+
+    def dial(address: tuple[str, int], *args: Any) -> socket.socket:
+        host, port = address
+        return socket.create_connection(
+            (resolve_target(host, port, allow_private=allow_private), port), *args
+        )
+
     class Pinned(base):  # type: ignore[valid-type,misc]
-        def connect(self) -> None:
-            address = resolve_target(self.host, self.port, allow_private=allow_private)
-            self.sock = socket.create_connection((address, self.port), self.timeout)
-            if isinstance(self, http.client.HTTPSConnection):
-                context = ssl.create_default_context()
-                self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = dial  # the hook connect() opens its socket with
 
     return Pinned
 
@@ -89,22 +85,13 @@ class _PinnedHTTPS(urllib.request.HTTPSHandler):
         self.connection = _pinned(http.client.HTTPSConnection, allow_private)
 
     def https_open(self, req: urllib.request.Request) -> Any:
-        return self.do_open(self.connection, req)
+        return self.do_open(self.connection, req)  # http.client builds the default TLS context
 
 
 _openers = {
     allow: urllib.request.build_opener(_NoRedirects, _PinnedHTTP(allow), _PinnedHTTPS(allow))
     for allow in (False, True)
 }
-
-
-def literal_private_host(url: str) -> str | None:
-    """The host of ``url`` if it is an IP literal that is not public (checked at start-up)."""
-    host = urlsplit(url).hostname or ""
-    try:
-        return None if is_public(host) else host
-    except ValueError:  # a name: checked when it is resolved, at each delivery
-        return None
 
 
 @dataclass(frozen=True)

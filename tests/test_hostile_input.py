@@ -1,6 +1,6 @@
 """Hostile JSON bodies are refused cheaply, as problem+json, and leave nothing behind: too large
-(by Content-Length, before the body is read) or nested too deeply (the decoder would otherwise
-recurse until Python gives up: a 500)."""
+(Django refuses it by its Content-Length before reading it) or nested too deeply (the decoder
+would otherwise recurse until Python gives up: a 500)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runs import webhooks
+from runs import addresses, webhooks
 from tests.support.clusters import REPO_ROOT
 from tests.support.receiver import Receiver
 
@@ -43,12 +43,12 @@ def receiver() -> Iterator[Receiver]:
     ],
 )
 def test_non_public_addresses_are_recognised(address: str) -> None:
-    assert not webhooks.is_public(address)
+    assert not addresses.is_public(address)
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
 def test_public_addresses_are_allowed(address: str) -> None:
-    assert webhooks.is_public(address)
+    assert addresses.is_public(address)
 
 
 def post(url: str, *, allow_private: bool) -> webhooks.AttemptResult:
@@ -63,6 +63,12 @@ def test_a_loopback_target_is_refused_without_a_request(receiver: Receiver) -> N
     assert result.status_code is None
     assert "not a public address" in result.error
     assert receiver.on("/hook") == []  # nothing reached the receiver
+
+
+def test_https_targets_are_checked_the_same_way() -> None:
+    result = post("https://127.0.0.1:9/hook", allow_private=False)
+    assert result.status_code is None
+    assert "127.0.0.1 resolves to 127.0.0.1, which is not a public address" in result.error
 
 
 def test_a_name_that_resolves_to_a_private_address_is_refused(receiver: Receiver) -> None:

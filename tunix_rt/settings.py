@@ -17,7 +17,7 @@ import django_stubs_ext
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from runs.webhooks import literal_private_host
+from runs.addresses import literal_private_host
 
 # Lets generic classes (ModelAdmin[Run], Serializer[Any]) be subscripted at run time.
 django_stubs_ext.monkeypatch()
@@ -82,8 +82,9 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 TUNIX_HTTPS = env_bool("TUNIX_HTTPS", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = TUNIX_HTTPS
 SECURE_SSL_REDIRECT = env_bool("TUNIX_SSL_REDIRECT", TUNIX_HTTPS)
-# Probes and scrapers may speak plain HTTP to the process itself.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Scrapers may speak plain HTTP to the process itself (probes are answered before the
+# redirect: runs.health.ProbeMiddleware).
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 # HSTS starts short: once HTTPS works for every host under the domain, raise it to a year
 # (31536000). Browsers remember it; a mistake cannot be taken back quickly.
 SECURE_HSTS_SECONDS = env_int("TUNIX_HSTS_SECONDS", 60 if TUNIX_HTTPS else 0)

@@ -1,22 +1,17 @@
-"""A JSON parser that refuses hostile bodies cheaply: too large (by Content-Length, before
-reading) or nested too deeply (Python's decoder would otherwise raise RecursionError, a 500)."""
+"""A JSON parser that refuses bodies nested too deeply, cheaply: Python's decoder would otherwise
+raise RecursionError (a 500). Size needs nothing here: DRF reads a JSON body through Django's
+request.body, which refuses one over DATA_UPLOAD_MAX_MEMORY_SIZE by its Content-Length before
+reading it (answered 413 problem+json by runs.api.problems.api_aware_bad_request)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import IO, Any
 
-from django.conf import settings
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 MAX_DEPTH = 16  # the API's bodies are flat objects; a little room for clients' extra fields
-
-
-class PayloadTooLarge(APIException):
-    status_code = 413
-    default_detail = "request body too large"
-    default_code = "payload_too_large"
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -34,15 +29,6 @@ class BoundedJSONParser(JSONParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        request = (parser_context or {}).get("request")
-        if request is not None:
-            try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            if limit is not None and length > limit:
-                raise PayloadTooLarge(f"JSON body of {length} bytes; the limit is {limit}")
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:

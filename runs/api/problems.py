@@ -66,6 +66,13 @@ def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def problem_response(status: int, detail: str, **extra: Any) -> JsonResponse:
+    """A problem+json answer outside DRF (middleware, Django's error handlers)."""
+    return JsonResponse(
+        problem(status, detail, **extra), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         exc = service_error_to_api(exc)
@@ -104,8 +111,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
 def api_aware_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler404: a problem+json answer anywhere under /api/, Django's page elsewhere."""
     if request.path.startswith("/api/"):
-        body = problem(404, f"no such endpoint {request.path}", instance=request.path)
-        return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
+        return problem_response(404, f"no such endpoint {request.path}", instance=request.path)
     return page_not_found(request, exception)
 
 
@@ -115,6 +121,5 @@ def api_aware_bad_request(request: HttpRequest, exception: Exception) -> HttpRes
     if request.path.startswith("/api/"):
         status = 413 if isinstance(exception, RequestDataTooBig) else 400
         detail = str(exception) or HTTPStatus(status).phrase
-        body = problem(status, detail, instance=request.path)
-        return JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
+        return problem_response(status, detail, instance=request.path)
     return bad_request(request, exception)

@@ -25,7 +25,7 @@ urlpatterns = [
     path("tunix/models", views.ModelListView.as_view(), name="model-list"),
     path("tunix/datasets", views.DatasetListView.as_view(), name="dataset-list"),
     path("tunix/datasets/<str:key>", views.DatasetDetailView.as_view(), name="dataset-detail"),
-    # Last: every other path under tunix/ (a typo, a trailing slash) answers a problem+json 404.
-    # (?s): a path with an encoded newline in it is still a path under tunix/.
-    re_path(r"^tunix/(?P<path>(?s:.*))$", views.UnknownPathView.as_view(), name="unknown"),
+    # Last: every other path under tunix/ (a typo, a trailing slash) answers a problem+json 404
+    # naming the slash; anything no pattern matches is handler404's (also problem+json).
+    re_path(r"^tunix/(?P<path>.*)$", views.UnknownPathView.as_view(), name="unknown"),
 ]

@@ -35,7 +35,6 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from runs import artifacts, model_catalog, selectors, services
-from runs.api.parsers import BoundedJSONParser, PayloadTooLarge
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
@@ -52,6 +51,12 @@ from runs.api.serializers import (
 from runs.models import TunixRun
 
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the other form fields
+
+
+class PayloadTooLarge(APIException):
+    status_code = 413
+    default_detail = "request body too large"
+    default_code = "payload_too_large"
 
 
 PROBLEM = OpenApiResponse(OpenApiTypes.OBJECT, description="RFC 9457 problem details")
@@ -99,7 +104,6 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 class RunSubmitView(APIView):
     permission_classes = [permissions.IsAuthenticated, CanCreateRuns]
-    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
         operation_id="run_submit",
