@@ -15,13 +15,14 @@ RUN_ENV := DEBUG=$${DEBUG:-1}
 # train for real. `make install-tunix` does it on its own.
 TUNIX ?= 0
 
-.PHONY: help install install-dev install-tunix run test lint format typecheck test-sqlite test-postgres clean
+.PHONY: help install install-dev install-tunix run test lint format typecheck test-sqlite test-postgres test-fast clean
 
 help:
 	@echo "make run    - install, migrate, load the demo dataset, start web server + worker"
 	@echo "make run TUNIX=1 - the same, with google-tunix installed: local runs train for real"
 	@echo "make install-tunix - install the training stack (google-tunix, JAX for CPU; ~1.6 GB)"
 	@echo "make test   - install dev tools, then format check, lint, types, tests (SQLite + PostgreSQL)"
+	@echo "make test-fast - the inner loop: SQLite, no processes, browser or fuzzing; stops at the first failure"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,7 @@ run: install $(if $(filter 1,$(TUNIX)),install-tunix)
 lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 format: install-dev
 	$(BIN)/ruff format .
@@ -69,6 +71,12 @@ test-sqlite: install-dev
 
 test-postgres: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The tiers it leaves out (markers in pyproject.toml, applied by tests/conftest.py) run in
+# `make test`. PYTEST_ARGS narrows it further, e.g. PYTEST_ARGS=tests/test_csrf.py.
+FAST_TIERS := not processes and not browser and not fuzz
+test-fast: install-dev
+	DATABASE_URL= $(BIN)/pytest -m "$(FAST_TIERS)" -x -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck test-sqlite test-postgres
 

@@ -136,7 +136,7 @@ class Gunicorn:
     """The production web setup (tunix_rt/gunicorn_conf.py), bound to the bench port, with an
     access log of each request's server time (gunicorn's %(D)s, microseconds)."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, *, repo: Path = REPO, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -158,8 +158,8 @@ class Gunicorn:
                 "%(D)s %(s)s %(U)s",
                 "tunix_rt.wsgi",
             ],
-            cwd=REPO,
-            env={**ENV, **env},
+            cwd=repo,
+            env={**ENV, **(env or {})},
             start_new_session=True,
         )
         deadline = time.time() + 30
@@ -362,7 +362,7 @@ def overload_benchmark(token: str) -> dict[str, Any]:
     url = f"{BASE}/api/tunix/runs?limit=20"
     out: dict[str, Any] = {"rate": OVERLOAD_RATE, "seconds": 15}
     for label, env in (("shedding_on", {}), ("shedding_off", {"TUNIX_WEB_MAX_QUEUE_MS": "0"})):
-        web = Gunicorn(**env)
+        web = Gunicorn(env=env)
         try:
             out[label] = asyncio.run(
                 open_loop(url, rate=OVERLOAD_RATE, duration=15, headers=auth(token))
@@ -407,10 +407,12 @@ def drain_benchmark(clusters: int, runs: int = 2000) -> dict[str, Any]:
     created = [
         services.run_submit(
             user=None,
-            dataset_key="tunix-demo-v1",
-            model_id="google/gemma-3-270m",
-            mode="dry-run",
-            config={},
+            request=services.RunRequest(
+                dataset_key="tunix-demo-v1",
+                model_id="google/gemma-3-270m",
+                mode="dry-run",
+                config={},
+            ),
             enqueue=True,
         ).run.id
         for _ in range(runs)

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -135,6 +135,22 @@ class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
         "created_by",
     ]
 
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[TunixRun]) -> None:
+        """Through the same service (and authorization policy) as the API and the pages."""
+        cancelled, refused = 0, []
+        for run_id in queryset.values_list("id", flat=True):
+            try:
+                services.run_cancel(run_id=run_id, user=request.user)
+                cancelled += 1
+            except services.ServiceError as exc:
+                refused.append(f"{str(run_id)[:8]}: {exc.message}")
+        self.message_user(request, f"{cancelled} run(s) cancelled.")
+        if refused:
+            self.message_user(request, "Not cancelled: " + "; ".join(refused), messages.WARNING)
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[TunixRun], search_term: str
     ) -> tuple[QuerySet[TunixRun], bool]:
@@ -201,3 +217,7 @@ class WebhookEndpointStateAdmin(admin.ModelAdmin[WebhookEndpointState]):
 class WorkerHeartbeatAdmin(admin.ModelAdmin[WorkerHeartbeat]):
     list_display = ["worker_id", "host", "pid", "started_at", "seen_at"]
     readonly_fields = ["worker_id", "host", "pid", "started_at", "seen_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Workers write their own rows; an empty add form could only fail (pid is required).
+        return False

@@ -12,6 +12,22 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags
 from django.core.checks import register as register_check
+from django.core.exceptions import ImproperlyConfigured
+
+from runs.addresses import literal_private_host
+
+
+def refuse_private_webhook_targets() -> None:
+    """Stop start-up when a webhook URL is an IP literal that is not public (names are checked
+    at each delivery, on every address they resolve to)."""
+    if settings.TUNIX_WEBHOOK_ALLOW_PRIVATE:
+        return
+    for url in settings.TUNIX_WEBHOOK_URLS:
+        if host := literal_private_host(url):
+            raise ImproperlyConfigured(
+                f"webhook URL {url!r} targets {host}, not a public address; set "
+                "TUNIX_WEBHOOK_ALLOW_PRIVATE=1 to allow private targets"
+            )
 
 
 def queue_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from runs import training_config
 from runs.datasets import DatasetError, validate_stream
+from runs.outcomes import Reason
 
 CONFIG_FILE_NAME = "tunix_config.json"
 ATTEMPT_PREFIX = "attempt-"  # checkpoints/attempt-N, metrics/attempt-N: one per attempt
@@ -24,7 +25,7 @@ ATTEMPT_PREFIX = "attempt-"  # checkpoints/attempt-N, metrics/attempt-N: one per
 @dataclass(frozen=True)
 class DryRunOutcome:
     ok: bool
-    reason: str  # a FailureReason value when not ok
+    reason: str  # a Reason when not ok
     message: str
     summary: str
 
@@ -89,30 +90,32 @@ def dry_run(
 ) -> DryRunOutcome:
     dataset_path = Path(spec["dataset"]["path"])
     if not dataset_path.is_file():
-        return DryRunOutcome(False, "dataset_invalid", f"dataset file missing: {dataset_path}", "")
+        return DryRunOutcome(
+            False, Reason.DATASET_INVALID, f"dataset file missing: {dataset_path}", ""
+        )
     try:
         with dataset_path.open("rb") as handle:
             stats = validate_stream(handle, max_bytes=max_bytes, max_record_bytes=max_record_bytes)
     except DatasetError as exc:
-        return DryRunOutcome(False, "dataset_invalid", f"dataset invalid: {exc}", "")
+        return DryRunOutcome(False, Reason.DATASET_INVALID, f"dataset invalid: {exc}", "")
     if stats.sha256 != expected_sha256:
         return DryRunOutcome(
             False,
-            "dataset_invalid",
+            Reason.DATASET_INVALID,
             f"dataset checksum mismatch: file has {stats.sha256}, registry has {expected_sha256}",
             "",
         )
     if stats.record_count != expected_records:
         return DryRunOutcome(
             False,
-            "dataset_invalid",
+            Reason.DATASET_INVALID,
             f"dataset has {stats.record_count} records, registry has {expected_records}",
             "",
         )
     config, errors = training_config.normalise(spec["training"])
     if errors:
         detail = "; ".join(f"{name}: {reason}" for name, reason in sorted(errors.items()))
-        return DryRunOutcome(False, "config_invalid", f"invalid hyperparameters: {detail}", "")
+        return DryRunOutcome(False, Reason.CONFIG_INVALID, f"invalid hyperparameters: {detail}", "")
 
     write_json_atomic(config_path, {**spec, "training": config})
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, Protocol, cast
 
 _PR_SET_PDEATHSIG = 1
 _prctl: Callable[..., int] | None
@@ -167,102 +167,150 @@ def _prepare_child() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def execute(
-    argv: Sequence[str],
+class Job(Protocol):
+    """Something started that produces output, ends with an exit code and can be stopped: a
+    child process group here, a job on a cluster elsewhere. ``supervise`` drives any of them."""
+
+    def read(self, timeout: float) -> list[tuple[str, bytes]]:
+        """Output that arrived within ``timeout`` seconds, as (stream name, chunk) pairs."""
+
+    def drained(self) -> bool:
+        """True once the job's output has ended (every stream closed)."""
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit code, waiting at most ``timeout`` seconds (None: until it ends); None if
+        it is still running then. Negative: killed by that signal."""
+
+    def stop(self, grace_seconds: float) -> None:
+        """Ask the job to end, and force it after ``grace_seconds``; returns once it is told."""
+
+    def close(self) -> None:
+        """Leave nothing of the job behind, whatever state it is in."""
+
+
+class ProcessJob:
+    """``argv`` (never through a shell) in a new session and process group."""
+
+    def __init__(
+        self, argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        if not argv:
+            raise ValueError("argv must not be empty")
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_prepare_child,  # only signal() and prctl(): safe between fork and exec
+        )
+        self.pgid = self.proc.pid  # start_new_session makes the child its group leader
+        self.selector = selectors.DefaultSelector()
+        assert self.proc.stdout is not None
+        assert self.proc.stderr is not None
+        self.selector.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
+        self.selector.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
+        self.exited_at: float | None = None
+
+    def read(self, timeout: float) -> list[tuple[str, bytes]]:
+        now = time.monotonic()
+        if self.exited_at is None and self.proc.poll() is not None:
+            self.exited_at = now
+        # The leader is gone but a descendant still holds the pipes open: give it a moment to
+        # finish writing, then take the group down so the pipes close.
+        if self.exited_at is not None and now - self.exited_at > 0.5:
+            _signal_group(self.pgid, signal.SIGKILL)
+        chunks: list[tuple[str, bytes]] = []
+        for key, _ in self.selector.select(timeout=timeout):
+            fileobj = cast("IO[bytes]", key.fileobj)
+            chunk = os.read(fileobj.fileno(), _READ_CHUNK)
+            if chunk:
+                chunks.append((key.data, chunk))
+            else:
+                self.selector.unregister(fileobj)
+                fileobj.close()
+        return chunks
+
+    def drained(self) -> bool:
+        return not self.selector.get_map()
+
+    def wait(self, timeout: float | None) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace_seconds: float) -> None:
+        terminate_group(self.pgid, grace_seconds)
+
+    def close(self) -> None:
+        self.selector.close()
+        # Leave nothing of the group behind, even after a normal exit or an exception.
+        _signal_group(self.pgid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+def supervise(
+    job: Job,
     *,
     timeout_seconds: float,
     max_output_bytes: int,
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
     kill_grace_seconds: float = 5.0,
     tick_seconds: float = 1.0,
     on_tick: Callable[[], bool] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
     captures: Mapping[str, BoundedCapture] | None = None,
 ) -> ExecutionResult:
-    """Run ``argv`` (never through a shell) in a new session and process group.
+    """Follow ``job`` until it ends: its output, its deadline and the caller's ticks.
 
-    ``on_tick`` is called about every ``tick_seconds`` while the child runs (heartbeats); if it
-    returns True the run was cancelled and the group is terminated. At ``timeout_seconds`` the
-    group is terminated too. ``on_output`` sees every chunk as it arrives, with its stream's
-    name ("stdout" or "stderr"), whatever the capture keeps (progress lines). ``captures``
-    (keys "stdout" and "stderr") lets the caller read the output while the child runs; by
-    default each stream gets a new BoundedCapture of ``max_output_bytes``.
-    Whatever the outcome, no process of the group outlives this call.
+    ``on_tick`` is called about every ``tick_seconds`` while the job runs (heartbeats); if it
+    returns True the run was cancelled and the job is stopped. At ``timeout_seconds`` the job
+    is stopped too. ``on_output`` sees every chunk as it arrives, with its stream's name
+    ("stdout" or "stderr"), whatever the capture keeps (progress lines). ``captures`` (keys
+    "stdout" and "stderr") lets the caller read the output while the job runs; by default each
+    stream gets a new BoundedCapture of ``max_output_bytes``. Whatever the outcome, nothing of
+    the job outlives this call.
     """
-    if not argv:
-        raise ValueError("argv must not be empty")
     started = time.monotonic()
     deadline = started + timeout_seconds
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        start_new_session=True,
-        close_fds=True,
-        preexec_fn=_prepare_child,  # only signal() and prctl(): safe between fork and exec
-    )
-    pgid = proc.pid  # start_new_session makes the child its group leader
     if captures is None:
         captures = {name: BoundedCapture(max_output_bytes) for name in ("stdout", "stderr")}
-    selector = selectors.DefaultSelector()
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
-    selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
     timed_out = cancelled = False
     next_tick = started + tick_seconds
-    exited_at: float | None = None
     try:
-        while selector.get_map():
+        while not job.drained():
             now = time.monotonic()
             if not timed_out and not cancelled and now >= deadline:
                 timed_out = True
-                terminate_group(pgid, kill_grace_seconds)
+                job.stop(kill_grace_seconds)
             if on_tick is not None and now >= next_tick:
                 next_tick = now + tick_seconds
                 if not timed_out and not cancelled and on_tick():
                     cancelled = True
-                    terminate_group(pgid, kill_grace_seconds)
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            # The leader is gone but a descendant still holds the pipes open: give it a moment
-            # to finish writing, then take the group down so the pipes close.
-            if exited_at is not None and now - exited_at > 0.5:
-                _signal_group(pgid, signal.SIGKILL)
+                    job.stop(kill_grace_seconds)
             wait = max(0.0, min(next_tick, deadline) - now) if not (timed_out or cancelled) else 0.1
-            for key, _ in selector.select(timeout=min(wait, 0.25)):
-                fileobj = cast("IO[bytes]", key.fileobj)
-                chunk = os.read(fileobj.fileno(), _READ_CHUNK)
-                if chunk:
-                    captures[key.data].feed(chunk)
-                    if on_output is not None:
-                        on_output(key.data, chunk)
-                else:
-                    selector.unregister(fileobj)
-                    fileobj.close()
+            for stream, chunk in job.read(min(wait, 0.25)):
+                captures[stream].feed(chunk)
+                if on_output is not None:
+                    on_output(stream, chunk)
         remaining = max(deadline - time.monotonic(), 0.0)
-        try:
-            proc.wait(timeout=remaining if not (timed_out or cancelled) else kill_grace_seconds + 1)
-        except subprocess.TimeoutExpired:
+        exit_code = job.wait(remaining if not (timed_out or cancelled) else kill_grace_seconds + 1)
+        if exit_code is None:
             timed_out = True
-            terminate_group(pgid, kill_grace_seconds)
-            proc.wait()
+            job.stop(kill_grace_seconds)
+            exit_code = job.wait(None)
     finally:
-        selector.close()
-        # Leave nothing of the group behind, even after a normal exit or an exception here.
-        _signal_group(pgid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
+        job.close()
     return ExecutionResult(
-        exit_code=proc.returncode,
+        exit_code=exit_code,
         stdout=captures["stdout"].text(),
         stderr=captures["stderr"].text(),
         timed_out=timed_out,
@@ -271,3 +319,15 @@ def execute(
         stdout_bytes=captures["stdout"].total,
         stderr_bytes=captures["stderr"].total,
     )
+
+
+def execute(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **supervision: Any,
+) -> ExecutionResult:
+    """Run ``argv`` as a ProcessJob under ``supervise`` (which takes the other keyword
+    arguments): no process of its group outlives this call."""
+    return supervise(ProcessJob(argv, cwd=cwd, env=env), **supervision)

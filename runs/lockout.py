@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from runs.api.problems import problem_response
+from runs.problems import problem_response
 
 
 def client_ip(request: HttpRequest) -> str:

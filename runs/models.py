@@ -11,6 +11,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from runs.execution.registry import MODES
+from runs.outcomes import REASON_LABELS, Ending, Reason
+
 # name-version, lower case; no slash, no leading dot, so a key is always a plain file name.
 DATASET_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,127})?$"
@@ -57,6 +60,9 @@ class Dataset(models.Model):
 
 
 class RunMode(models.TextChoices):
+    """The modes code names; every mode a run may have is an execution backend
+    (runs.execution.BACKENDS), which the column's choices and constraint list."""
+
     DRY_RUN = "dry-run", "dry-run"
     LOCAL = "local", "local"
 
@@ -64,25 +70,29 @@ class RunMode(models.TextChoices):
 class RunStatus(models.TextChoices):
     PENDING = "pending", "pending"
     RUNNING = "running", "running"
-    COMPLETED = "completed", "completed"
-    FAILED = "failed", "failed"
-    CANCELLED = "cancelled", "cancelled"
+    # The endings an execution reports (runs.outcomes.Ending).
+    COMPLETED = Ending.COMPLETED.value, "completed"
+    FAILED = Ending.FAILED.value, "failed"
+    CANCELLED = Ending.CANCELLED.value, "cancelled"
 
+
+MODE_CHOICES = [(mode, mode) for mode in MODES]
 
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
 TERMINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class FailureReason(models.TextChoices):
-    NONE = "", "none"
-    DATASET_INVALID = "dataset_invalid", "dataset invalid"
-    CONFIG_INVALID = "config_invalid", "configuration invalid"
-    RUNTIME_MISSING = "runtime_missing", "Tunix runtime missing"
-    MODEL_UNAVAILABLE = "model_unavailable", "model unavailable"
-    NONZERO_EXIT = "nonzero_exit", "non-zero exit"
-    TIMEOUT = "timeout", "timeout"
-    WORKER_LOST = "worker_lost", "worker lost"
-    INTERNAL_ERROR = "internal_error", "internal error"
+    # The values are runs.outcomes.Reason's, which the trainer and the dry-run report.
+    NONE = Reason.NONE.value, REASON_LABELS[Reason.NONE]
+    DATASET_INVALID = Reason.DATASET_INVALID.value, REASON_LABELS[Reason.DATASET_INVALID]
+    CONFIG_INVALID = Reason.CONFIG_INVALID.value, REASON_LABELS[Reason.CONFIG_INVALID]
+    RUNTIME_MISSING = Reason.RUNTIME_MISSING.value, REASON_LABELS[Reason.RUNTIME_MISSING]
+    MODEL_UNAVAILABLE = Reason.MODEL_UNAVAILABLE.value, REASON_LABELS[Reason.MODEL_UNAVAILABLE]
+    NONZERO_EXIT = Reason.NONZERO_EXIT.value, REASON_LABELS[Reason.NONZERO_EXIT]
+    TIMEOUT = Reason.TIMEOUT.value, REASON_LABELS[Reason.TIMEOUT]
+    WORKER_LOST = Reason.WORKER_LOST.value, REASON_LABELS[Reason.WORKER_LOST]
+    INTERNAL_ERROR = Reason.INTERNAL_ERROR.value, REASON_LABELS[Reason.INTERNAL_ERROR]
 
 
 def duration_seconds(started_at: datetime | None, completed_at: datetime | None) -> float | None:
@@ -99,7 +109,7 @@ class TunixRun(models.Model):
         Dataset, on_delete=models.PROTECT, related_name="runs", db_index=False
     )
     model_id = models.CharField(max_length=256)
-    mode = models.CharField(max_length=16, choices=RunMode.choices, default=RunMode.DRY_RUN)
+    mode = models.CharField(max_length=16, choices=MODE_CHOICES, default=RunMode.DRY_RUN)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     config = models.JSONField(default=dict, blank=True)
 
@@ -162,7 +172,7 @@ class TunixRun(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=RunStatus.values), name="run_status_valid"
             ),
-            models.CheckConstraint(condition=Q(mode__in=RunMode.values), name="run_mode_valid"),
+            models.CheckConstraint(condition=Q(mode__in=list(MODES)), name="run_mode_valid"),
             models.CheckConstraint(
                 condition=Q(error_reason__in=FailureReason.values), name="run_error_reason_valid"
             ),

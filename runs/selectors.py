@@ -6,15 +6,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
+from django.utils import timezone
 
-from runs.models import Dataset, TunixRun, WorkerHeartbeat, duration_seconds
+from runs.models import (
+    Dataset,
+    ProcessMetrics,
+    RunStatus,
+    TunixRun,
+    WorkerHeartbeat,
+    duration_seconds,
+)
 
 LIST_FIELDS = (
     "id",
@@ -52,19 +62,8 @@ class RunFilters:
     status: str | None = None
     dataset_key: str | None = None
     mode: str | None = None
-    # Set for a user who may see only their own runs (see visible_owner).
+    # Set for a user who may see only their own runs (authorization.visible_owner).
     created_by_id: int | None = None
-
-
-VIEW_ALL_RUNS = "runs.view_tunixrun"
-
-
-def visible_owner(user: Any) -> int | None:
-    """None if ``user`` may see every run (the runs.view_tunixrun permission, or a
-    superuser), else their own id: they see the runs they launched and no others."""
-    if user.has_perm(VIEW_ALL_RUNS):
-        return None
-    return int(user.pk)
 
 
 @dataclass(frozen=True)
@@ -296,3 +295,36 @@ def worker_last_seen(*, host: str | None = None) -> datetime | None:
         heartbeats = heartbeats.filter(host=host)
     seen: datetime | None = heartbeats.aggregate(newest=Max("seen_at"))["newest"]
     return seen
+
+
+def process_metrics_data() -> Iterator[dict[str, Any]]:
+    """Every process's last metrics snapshot (runs/metrics.py)."""
+    return ProcessMetrics.objects.values_list("data", flat=True).iterator()
+
+
+@dataclass(frozen=True)
+class QueueGauges:
+    pending: int
+    oldest_pending_age_seconds: float  # 0 when none waits
+    running: int
+    workers_alive: int
+    newest_heartbeat_age_seconds: float | None  # None before any worker reported
+
+
+def queue_gauges() -> QueueGauges:
+    """The queue as /metrics shows it, read through the partial indexes on pending and
+    running rows: the same cost at 10k and 1M runs."""
+    now = timezone.now()
+    pending = TunixRun.objects.filter(status=RunStatus.PENDING)
+    oldest = pending.aggregate(oldest=Min("queued_at"))["oldest"]
+    newest = worker_last_seen()
+    alive = WorkerHeartbeat.objects.filter(
+        seen_at__gte=now - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
+    ).count()
+    return QueueGauges(
+        pending=pending.count(),
+        oldest_pending_age_seconds=(now - oldest).total_seconds() if oldest else 0.0,
+        running=TunixRun.objects.filter(status=RunStatus.RUNNING).count(),
+        workers_alive=alive,
+        newest_heartbeat_age_seconds=(now - newest).total_seconds() if newest else None,
+    )

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from runs import metrics
-from runs.api.problems import problem_response
+from runs.problems import problem_response
 
 EXEMPT_PATHS = frozenset({"/metrics"})  # (probes are answered before this middleware)
 # Set by tunix_rt.gunicorn_worker. Spelled out here: importing that module pulls in gunicorn's

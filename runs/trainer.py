@@ -10,7 +10,7 @@ stdout, one line each (see runs/progress.py):
 
     TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81}
     TUNIX_RESULT {"train_loss": ..., "eval_loss": ..., "steps": ..., "tokens_per_second": ...}
-    TUNIX_ERROR {"reason": "model_unavailable", "message": "..."}   (then exit code 2)
+    TUNIX_ERROR {"reason": Reason.MODEL_UNAVAILABLE, "message": "..."}   (then exit code 2)
 
 No Django: this runs on a worker host in a fresh interpreter. JAX and Tunix are imported only
 once the config has been read and checked, so a bad config fails in milliseconds.
@@ -34,6 +34,7 @@ from typing import Any
 
 from runs import model_catalog
 from runs.dryrun import ATTEMPT_PREFIX
+from runs.outcomes import Reason
 from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX
 
 EXIT_REFUSED = 2  # the trainer refused the run and said why on a TUNIX_ERROR line
@@ -52,7 +53,7 @@ LORA_TARGETS = {
 
 
 class TrainerError(Exception):
-    """A run this trainer cannot train, with the FailureReason value the run should get."""
+    """A run this trainer cannot train, with the Reason the run should get."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -228,17 +229,17 @@ def read_plan(config_path: Path) -> Plan:
         spec = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise TrainerError(
-            "config_invalid", f"cannot read run config {config_path}: {exc}"
+            Reason.CONFIG_INVALID, f"cannot read run config {config_path}: {exc}"
         ) from exc
     model_id = spec["model"]["id"]
     entry = model_catalog.lookup(model_id)
     if entry is None:
-        raise TrainerError("model_unavailable", model_catalog.unknown_model_message(model_id))
+        raise TrainerError(Reason.MODEL_UNAVAILABLE, model_catalog.unknown_model_message(model_id))
     checkpoint = spec["model"].get("checkpoint_dir")
     output = spec["output"]
     for key in ("checkpoints", "metrics"):
         if not Path(output[key]).is_absolute():  # Orbax refuses relative paths
-            raise TrainerError("config_invalid", f"output.{key} must be absolute")
+            raise TrainerError(Reason.CONFIG_INVALID, f"output.{key} must be absolute")
     return Plan(
         run_id=spec["run_id"],
         model=entry,
@@ -293,7 +294,7 @@ def resolve_checkpoint(plan: Plan) -> Path:
     directory = plan.checkpoint_dir
     if directory is None:
         raise TrainerError(
-            "model_unavailable",
+            Reason.MODEL_UNAVAILABLE,
             f"{plan.model.id} needs a checkpoint directory on the worker host "
             "(set TUNIX_MODELS_DIR there)",
         )
@@ -309,14 +310,14 @@ def resolve_checkpoint(plan: Plan) -> Path:
             )
         except Exception as exc:  # network, auth, gated repository: all mean "not here"
             raise TrainerError(
-                "model_unavailable",
+                Reason.MODEL_UNAVAILABLE,
                 f"{plan.model.id} is not in {directory} and downloading it failed: "
                 f"{type(exc).__name__}: {exc}",
             ) from exc
         missing = model_catalog.missing_checkpoint_files(directory)
     if missing:
         raise TrainerError(
-            "model_unavailable",
+            Reason.MODEL_UNAVAILABLE,
             model_catalog.missing_checkpoint_message(plan.model.id, directory, missing),
         )
     return directory
@@ -356,7 +357,7 @@ def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tu
         tokenizer = HubTokenizer(checkpoint)
     except (OSError, ValueError, KeyError) as exc:
         raise TrainerError(
-            "model_unavailable",
+            Reason.MODEL_UNAVAILABLE,
             f"{plan.model.id}: cannot load the checkpoint in {checkpoint}: "
             f"{type(exc).__name__}: {exc}",
         ) from exc
@@ -399,7 +400,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     train_examples, eval_examples = encode_all(train_records), encode_all(eval_records)
     if not train_examples:
         raise TrainerError(
-            "config_invalid",
+            Reason.CONFIG_INVALID,
             "no training example keeps a completion token within max_seq_length "
             f"({hyper['max_seq_length']}); raise it or lower eval_fraction",
         )

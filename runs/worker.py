@@ -39,15 +39,16 @@ def drain_since() -> float | None:
 
 def reap_once() -> None:
     """One tick: say this worker is alive, recover lost runs, publish this process's metrics."""
-    from runs import metrics, services
+    from runs import services
+    from runs.services import telemetry
 
     close_old_connections()
     try:
         services.worker_heartbeat(worker_id=services.worker_identity())
         services.run_reap()
         services.webhook_schedule()
-        metrics.flush()
-        metrics.compact()
+        telemetry.flush()
+        telemetry.compact()
         services.worker_heartbeat_prune()
     except Exception:  # a database blip must not kill the thread; the next tick retries
         log.exception("reaper_error")

@@ -17,6 +17,7 @@ from tests.support.clusters import FAKE_TRAINER, QCluster, start_clusters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATASET = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
 def _database_url() -> str:
@@ -46,14 +47,59 @@ def pytest_configure(config: pytest.Config) -> None:
         config._tunix_pg_skip = reason  # type: ignore[attr-defined]
 
 
+# Tiers (make test-fast deselects them): a test that uses one of these fixtures is marked
+# without anyone remembering to. Tests that start processes in their own code carry the marker
+# themselves, and _unmarked_tests_start_no_process fails those that do not.
+TIER_FIXTURES = {
+    # tunix_runtime: the Tunix stack (JAX) takes seconds to load, and most of its users train.
+    "processes": {"clusters", "cluster_factory", "live_server", "tunix_runtime"},
+    "browser": {"page", "context"},  # pytest-playwright's
+    "fuzz": {"case"},  # schemathesis' generated request
+}
+
+
+def _tier_markers(item: pytest.Item) -> list[str]:
+    from hypothesis import is_hypothesis_test
+
+    fixtures = set(getattr(item, "fixturenames", ()))
+    tiers = [tier for tier, names in TIER_FIXTURES.items() if fixtures & names]
+    if E2E_DIR in item.path.parents and "browser" not in tiers:
+        tiers.append("browser")  # whatever Playwright fixture it starts from
+    if is_hypothesis_test(getattr(item, "obj", None)) and "fuzz" not in tiers:
+        tiers.append("fuzz")
+    return tiers
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     pg_skip = config._tunix_pg_skip  # type: ignore[attr-defined]
     on_postgres = _database_url().startswith(("postgres://", "postgresql://"))
     for item in items:
+        for tier in _tier_markers(item):
+            item.add_marker(tier)
         if pg_skip:
             item.add_marker(pytest.mark.skip(reason=pg_skip))
         elif not on_postgres and item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: this pass runs on SQLite"))
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_start_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked ``processes`` (or ``browser``) that starts a process fails: the fast
+    tier stays fast, and the marker cannot be forgotten. Every subprocess (run, Popen, asyncio's
+    and the executor's) goes through Popen.__init__."""
+    if request.node.get_closest_marker("processes") or request.node.get_closest_marker("browser"):
+        return
+    import subprocess
+
+    def refuse(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        # pytest.fail raises a BaseException: code under test that catches Exception and
+        # records a failed run does not swallow it.
+        pytest.fail(f"starts a process ({args!r}) without @pytest.mark.processes")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""factory_boy factories for the models tests need."""
+"""factory_boy factories for the models tests need, and submitted_run() for a run made the
+way clients make them (through the submission service)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ import factory
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from runs.models import Dataset, RunMode, RunStatus, TunixRun
+from runs import services
+from runs.models import (
+    Dataset,
+    DeliveryStatus,
+    RunMode,
+    RunStatus,
+    TunixRun,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpointState,
+)
+
+DEMO_KEY = "tunix-demo-v1"  # the key of the conftest's demo_dataset
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -66,3 +79,86 @@ class TunixRunFactory(factory.django.DjangoModelFactory):
             started_at=factory.LazyFunction(timezone.now),
             completed_at=factory.LazyFunction(timezone.now),
         )
+
+
+def submit(
+    *,
+    user: Any = None,
+    dataset_key: str = DEMO_KEY,
+    model_id: str = "tunix-rt/tiny-llama3",
+    mode: str = RunMode.DRY_RUN,
+    config: dict[str, Any] | None = None,
+    enqueue: bool = True,
+    timeout_seconds: int | None = None,
+    client_request_id: str | None = None,
+) -> services.Submission:
+    """A run submitted through the service, as the API and the launch page do: validated,
+    fingerprinted and (with ``enqueue``, the default) queued in the same transaction. The tests'
+    only call of services.run_submit."""
+    request = services.RunRequest(
+        dataset_key=dataset_key,
+        model_id=model_id,
+        mode=mode,
+        config=config or {},
+        timeout_seconds=timeout_seconds,
+        client_request_id=client_request_id,
+    )
+    return services.run_submit(user=user, request=request, enqueue=enqueue)
+
+
+def submitted_run(**fields: Any) -> TunixRun:
+    """The run of submit(**fields): pending, with its queue task unless enqueue=False."""
+    return submit(**fields).run
+
+
+class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
+    """A queued run.completed event for one endpoint; the traits are the other outcomes."""
+
+    class Meta:
+        model = WebhookDelivery
+
+    run = factory.SubFactory(TunixRunFactory, completed=True)
+    event_type = "run.completed"
+    endpoint = factory.Sequence(lambda n: f"https://hooks.example/{n}")
+    payload: Any = factory.LazyAttribute(
+        lambda o: {"type": o.event_type, "data": {"run_id": str(o.run.id)}}
+    )
+    status = DeliveryStatus.QUEUED
+
+    class Params:
+        pending = factory.Trait(
+            status=DeliveryStatus.PENDING,
+            attempts=1,
+            last_status_code=503,
+            next_attempt_at=factory.LazyFunction(timezone.now),
+        )
+        succeeded = factory.Trait(
+            status=DeliveryStatus.SUCCEEDED,
+            attempts=1,
+            last_status_code=200,
+            completed_at=factory.LazyFunction(timezone.now),
+        )
+
+
+class WebhookAttemptFactory(factory.django.DjangoModelFactory):
+    """One attempt of a delivery: the receiver answered 200 after 12.5 ms."""
+
+    class Meta:
+        model = WebhookAttempt
+
+    delivery = factory.SubFactory(WebhookDeliveryFactory)
+    number = factory.LazyAttribute(lambda o: o.delivery.attempt_log.count() + 1)
+    status_code = 200
+    latency_ms = 12.5
+
+
+class WebhookEndpointStateFactory(factory.django.DjangoModelFactory):
+    """An endpoint disabled after it answered 410 Gone."""
+
+    class Meta:
+        model = WebhookEndpointState
+        django_get_or_create = ("url",)
+
+    url = factory.Sequence(lambda n: f"https://hooks.example/gone-{n}")
+    disabled_at = factory.LazyFunction(timezone.now)
+    reason = "410 Gone"

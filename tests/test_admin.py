@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from runs.models import Dataset
-from tests.factories import TunixRunFactory
+from tests.factories import TunixRunFactory, WebhookAttemptFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -78,15 +78,49 @@ def test_bad_dataset_in_the_admin_shows_the_line_and_leaves_nothing(
 
 
 def test_webhook_deliveries_show_every_attempt(admin_client_logged_in: Client) -> None:
-    from runs.models import WebhookAttempt, WebhookDelivery
-
-    run = TunixRunFactory(completed=True)
-    delivery = WebhookDelivery.objects.create(
-        run=run, event_type="run.completed", endpoint="https://hooks.example/x", payload={}
-    )
-    WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=503, latency_ms=12.5)
+    attempt = WebhookAttemptFactory(delivery__endpoint="https://hooks.example/x", status_code=503)
+    delivery = attempt.delivery
     page = admin_client_logged_in.get(f"/admin/runs/webhookdelivery/{delivery.id}/change/")
     assert page.status_code == 200
     assert "503" in page.content.decode()
     listing = admin_client_logged_in.get("/admin/runs/webhookdelivery/")
     assert "https://hooks.example/x" in listing.content.decode()
+
+
+def test_the_admin_cancels_runs_through_the_service_and_its_policy(
+    admin_client_logged_in: Client,
+) -> None:
+    pending = TunixRunFactory()
+    finished = TunixRunFactory(completed=True)
+    response = admin_client_logged_in.post(
+        "/admin/runs/tunixrun/",
+        {"action": "cancel", "_selected_action": [str(pending.id), str(finished.id)]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert "1 run(s) cancelled." in shown
+    assert any("is already completed" in m for m in shown)
+    pending.refresh_from_db()
+    assert pending.status == "cancelled"
+
+
+def test_a_staff_reader_cannot_cancel_someone_elses_run_from_the_admin(db: None) -> None:
+    from django.contrib.auth.models import Permission
+
+    reader = User.objects.create_user("reader", password="reader-password-123", is_staff=True)
+    reader.user_permissions.add(
+        Permission.objects.get(content_type__app_label="runs", codename="view_tunixrun")
+    )
+    run = TunixRunFactory()
+    client = Client()
+    client.force_login(reader)
+    response = client.post(
+        "/admin/runs/tunixrun/",
+        {"action": "cancel", "_selected_action": [str(run.id)]},
+        follow=True,
+    )
+    assert any(
+        "only the run's creator or an operator" in str(m) for m in response.context["messages"]
+    )
+    run.refresh_from_db()
+    assert run.status == "pending"

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from runs import services
+from runs.execution import local
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
 from tests.conftest import DEMO_DATASET
 from tests.factories import DatasetFactory, TunixRunFactory
@@ -198,7 +198,7 @@ def test_local_mode_without_the_tunix_runtime_records_a_failed_run(
 ) -> None:
     # Simulate a host without Tunix, whatever this machine has installed.
     settings.TUNIX_TRAINER_COMMAND = None
-    monkeypatch.setattr(services, "tunix_runtime_available", lambda: False)
+    monkeypatch.setattr(local, "tunix_runtime_available", lambda: False)
 
     body = {**BODY, "dry_run": False, "model_id": "tunix-rt/tiny-llama3"}
     response = operator_client.post(SUBMIT, body, format="json")

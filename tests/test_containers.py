@@ -210,6 +210,7 @@ def test_static_files_are_collected_at_build_time(stages: dict[str, Stage]) -> N
     assert "--noinput" in collect[0]
 
 
+@pytest.mark.processes
 def test_collectstatic_succeeds_with_only_the_build_time_environment(tmp_path: Path) -> None:
     """The build runs collectstatic with no DATABASE_URL, DEBUG or ALLOWED_HOSTS."""
     result = subprocess.run(
@@ -247,6 +248,7 @@ def test_the_healthcheck_uses_python_against_a_routed_health_url(
     assert view.func is health.healthz
 
 
+@pytest.mark.processes
 def test_the_healthcheck_probe_reaches_the_health_view(
     stages: dict[str, Stage], final_stage: Stage
 ) -> None:
@@ -345,6 +347,7 @@ def run_entrypoint(fake_bin: Path, *args: str, **env: str) -> Outcome:
     return Outcome(pid=proc.pid, returncode=proc.returncode, calls=calls)
 
 
+@pytest.mark.processes
 def test_the_entrypoint_is_posix_sh_and_executable() -> None:
     assert ENTRYPOINT.read_text().startswith("#!/bin/sh\n")
     assert "set -eu" in ENTRYPOINT.read_text()
@@ -377,6 +380,7 @@ def test_the_entrypoint_is_posix_sh_and_executable() -> None:
         (["python", "manage.py", "ensure_admin"], "python", ["manage.py", "ensure_admin"]),
     ],
 )
+@pytest.mark.processes
 def test_each_role_execs_its_command(
     fake_bin: Path, args: list[str], cmd: str, argv: list[str]
 ) -> None:
@@ -388,11 +392,13 @@ def test_each_role_execs_its_command(
     assert outcome.calls[0].pid == outcome.pid
 
 
+@pytest.mark.processes
 def test_the_command_exit_status_is_the_containers(fake_bin: Path) -> None:
     outcome = run_entrypoint(fake_bin, "worker", STUB_EXIT="3")
     assert outcome.returncode == 3
 
 
+@pytest.mark.processes
 def test_migrate_on_start_migrates_then_execs_gunicorn(fake_bin: Path) -> None:
     outcome = run_entrypoint(fake_bin, "web", TUNIX_MIGRATE_ON_START="1")
     assert outcome.returncode == 0
@@ -405,12 +411,14 @@ def test_migrate_on_start_migrates_then_execs_gunicorn(fake_bin: Path) -> None:
     assert web.pid == outcome.pid
 
 
+@pytest.mark.processes
 def test_a_failed_migration_on_start_does_not_start_the_server(fake_bin: Path) -> None:
     outcome = run_entrypoint(fake_bin, "web", TUNIX_MIGRATE_ON_START="1", STUB_EXIT="1")
     assert outcome.returncode != 0
     assert [c.cmd for c in outcome.calls] == ["python"]
 
 
+@pytest.mark.processes
 def test_migrate_on_start_is_off_unless_asked(fake_bin: Path) -> None:
     for value in ("", "0"):
         outcome = run_entrypoint(fake_bin, "web", TUNIX_MIGRATE_ON_START=value)
@@ -553,6 +561,7 @@ def test_the_app_services_set_only_variables_the_project_reads(services: dict[st
         assert not unknown, f"{name}: not read anywhere: {sorted(unknown)}"
 
 
+@pytest.mark.processes
 def test_the_settings_load_from_each_services_environment(services: dict[str, Any]) -> None:
     """Django's settings accept each app service's environment (booleans, lists, URL)."""
     script = (

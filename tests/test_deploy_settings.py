@@ -33,12 +33,14 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.processes
 def test_check_deploy_is_clean_with_production_settings() -> None:
     result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
+@pytest.mark.processes
 def test_without_https_the_deploy_check_says_what_is_missing() -> None:
     result = manage(
         "check", "--deploy", "--fail-level", "WARNING", **{**PRODUCTION, "TUNIX_HTTPS": "0"}

@@ -6,24 +6,29 @@ import threading
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.db import connection, transaction
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from runs import services
-from runs.models import RunMode, TunixRun
+from runs.models import TunixRun
+from tests import factories
 from tests.factories import UserFactory
 
 
 def submit(user: Any = None, key: str | None = None, **changes: Any) -> services.Submission:
-    fields: dict[str, Any] = {
-        "dataset_key": "tunix-demo-v1",
-        "model_id": "google/gemma-3-270m",
-        "mode": RunMode.DRY_RUN,
-        "config": {},
-    }
-    fields.update(changes)
-    return services.run_submit(user=user, enqueue=True, client_request_id=key, **fields)
+    changes.setdefault("model_id", "google/gemma-3-270m")
+    return factories.submit(user=user, client_request_id=key, **changes)
+
+
+def launcher() -> User:
+    """A user who may launch runs (the service asks the same policy as the API)."""
+    user = UserFactory()
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="runs", codename="add_tunixrun")
+    )
+    return user
 
 
 def queued_run_ids() -> list[str]:
@@ -83,8 +88,18 @@ def test_bad_input_creates_neither_run_nor_task(demo_dataset: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_a_user_who_may_not_launch_runs_is_refused_with_nothing_written(
+    demo_dataset: Any,
+) -> None:
+    with pytest.raises(services.Forbidden):
+        submit(user=UserFactory(), key="k1")
+    assert not TunixRun.objects.exists()
+    assert not OrmQ.objects.exists()
+
+
+@pytest.mark.django_db
 def test_same_key_and_body_returns_the_original_run(demo_dataset: Any) -> None:
-    user = UserFactory()
+    user = launcher()
     first = submit(user, "key-1")
     again = submit(user, "key-1")
     assert not first.replayed
@@ -96,7 +111,7 @@ def test_same_key_and_body_returns_the_original_run(demo_dataset: Any) -> None:
 
 @pytest.mark.django_db
 def test_same_key_with_a_different_body_is_refused(demo_dataset: Any) -> None:
-    user = UserFactory()
+    user = launcher()
     submit(user, "key-1")
     with pytest.raises(services.IdempotencyMismatch):
         submit(user, "key-1", model_id="google/gemma-3-1b-it")
@@ -105,14 +120,14 @@ def test_same_key_with_a_different_body_is_refused(demo_dataset: Any) -> None:
 
 @pytest.mark.django_db
 def test_keys_belong_to_their_user(demo_dataset: Any) -> None:
-    alice, bob = UserFactory(), UserFactory()
+    alice, bob = launcher(), launcher()
     assert submit(alice, "shared").run.id != submit(bob, "shared").run.id
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_with_one_key_make_exactly_one_run(demo_dataset: Any) -> None:
-    user = UserFactory()
+    user = launcher()
     barrier = threading.Barrier(8)
     results: list[Any] = []
 

@@ -12,7 +12,10 @@ from django.conf import settings
 
 from runs import services
 from runs.dryrun import CONFIG_FILE_NAME
+from runs.execution import local
+from runs.execution.dryrun import DryRunBackend
 from runs.models import RunMode, RunStatus, TunixRun
+from tests.factories import submitted_run
 
 pytestmark = pytest.mark.django_db
 
@@ -22,10 +25,9 @@ def _sync(
 ) -> TunixRun:
     return services.run_sync(
         user=None,
-        dataset_key="tunix-demo-v1",
-        model_id=model_id,
-        mode=mode,
-        config=config,
+        request=services.RunRequest(
+            dataset_key="tunix-demo-v1", model_id=model_id, mode=mode, config=config
+        ),
     ).run
 
 
@@ -77,13 +79,7 @@ def test_dry_run_fails_when_the_file_is_gone(demo_dataset: Any) -> None:
 
 
 def test_stored_config_is_checked_again_at_execution(demo_dataset: Any) -> None:
-    run = services.run_create(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="tunix-rt/tiny-llama3",
-        mode=RunMode.DRY_RUN,
-        config={},
-    )
+    run = submitted_run(enqueue=False)
     TunixRun.objects.filter(id=run.id).update(config={**run.config, "batch_size": 0})
     claimed = services.run_claim(run_id=run.id, worker_id="test")
     assert claimed is not None
@@ -95,7 +91,7 @@ def test_stored_config_is_checked_again_at_execution(demo_dataset: Any) -> None:
 def test_local_mode_without_tunix_fails_with_a_clear_reason(
     demo_dataset: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "tunix_runtime_available", lambda: False)
+    monkeypatch.setattr(local, "tunix_runtime_available", lambda: False)
     run = _sync(mode=RunMode.LOCAL, model_id="tunix-rt/tiny-llama3")
     assert run.status == RunStatus.FAILED
     assert run.error_reason == "runtime_missing"
@@ -105,10 +101,10 @@ def test_local_mode_without_tunix_fails_with_a_clear_reason(
 def test_an_unexpected_error_is_recorded_on_the_run(
     demo_dataset: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(run: TunixRun) -> None:
+    def explode(backend: Any, run: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services, "_execute_dry_run", explode)
+    monkeypatch.setattr(DryRunBackend, "prepare", explode)
     run = _sync()
     assert run.status == RunStatus.FAILED
     assert run.error_reason == "internal_error"

@@ -25,6 +25,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.processes
 def test_the_configuration_loads() -> None:
     result = subprocess.run(
         [
@@ -89,6 +90,7 @@ def queue_ms(url: str) -> float:
         return float(json.loads(response.read())["queue_ms"])
 
 
+@pytest.mark.processes
 def test_the_worker_reports_how_long_a_request_waited_for_a_thread(one_thread_server: str) -> None:
     assert queue_ms(f"{one_thread_server}/?ms=0") < 100  # an idle worker serves at once
 

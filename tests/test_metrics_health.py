@@ -10,9 +10,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from runs import metrics, services
-from runs.models import ProcessMetrics, RunMode, RunStatus, TunixRun, WorkerHeartbeat
-from tests.factories import TunixRunFactory
+from runs import services
+from runs.models import ProcessMetrics, RunStatus, TunixRun, WorkerHeartbeat
+from runs.services import telemetry
+from tests.factories import TunixRunFactory, submitted_run
 from tests.support.clusters import wait_for
 
 
@@ -34,15 +35,8 @@ def scrape(client: Client, **headers: str) -> str:
     return str(response.content.decode())
 
 
-def submit(**kw: Any) -> TunixRun:
-    return services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="tunix-rt/tiny-llama3",
-        mode=RunMode.DRY_RUN,
-        config={},
-        **kw,
-    ).run
+def submit(enqueue: bool = False) -> TunixRun:
+    return submitted_run(enqueue=enqueue)
 
 
 @pytest.mark.django_db
@@ -52,10 +46,9 @@ def test_metrics_carry_the_seed_names_without_per_run_labels(
     before = sample(scrape(client), "tunix_runs_total", status="completed") or 0.0
     services.run_sync(
         user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="tunix-rt/tiny-llama3",
-        mode="dry-run",
-        config={},
+        request=services.RunRequest(
+            dataset_key="tunix-demo-v1", model_id="tunix-rt/tiny-llama3", mode="dry-run", config={}
+        ),
     )
     text = scrape(client)
     assert sample(text, "tunix_runs_total", status="completed") == before + 1
@@ -104,7 +97,7 @@ def test_other_processes_rows_are_summed_and_compaction_keeps_totals(client: Cli
     base = sample(scrape(client), "tunix_runs_total", status="failed")
     assert base is not None
     assert base >= 6
-    assert metrics.compact() == 2
+    assert telemetry.compact() == 2
     assert ProcessMetrics.objects.filter(process_key="archive").exists()
     assert sample(scrape(client), "tunix_runs_total", status="failed") == base
 

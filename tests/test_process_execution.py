@@ -17,6 +17,7 @@ PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.processes
 def test_exit_code_and_both_streams_are_kept() -> None:
     result = execute(
         [PY, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"],
@@ -30,6 +31,7 @@ def test_exit_code_and_both_streams_are_kept() -> None:
     assert not result.cancelled
 
 
+@pytest.mark.processes
 def test_arguments_reach_the_child_literally_without_a_shell(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     nasty = f"$(touch {marker}); `touch {marker}` | cat > {marker} && echo *"
@@ -47,6 +49,7 @@ def test_empty_argv_is_refused() -> None:
         execute([], timeout_seconds=1, max_output_bytes=1024)
 
 
+@pytest.mark.processes
 def test_a_missing_program_raises_file_not_found() -> None:
     with pytest.raises(FileNotFoundError):
         execute(["/nonexistent/trainer"], timeout_seconds=1, max_output_bytes=1024)
@@ -85,6 +88,7 @@ def test_capture_counts_everything_but_keeps_head_and_tail() -> None:
     assert len(capture.head) + len(capture.tail) <= 100
 
 
+@pytest.mark.processes
 def test_an_output_flood_keeps_memory_bounded() -> None:
     # A separate interpreter, so its peak RSS measures the executor alone: 256 MiB of output
     # must not grow it by anything near that.
@@ -107,6 +111,7 @@ print(json.dumps({{"bytes": result.stdout_bytes, "kept": len(result.stdout.encod
     assert report["grew_kib"] < 32 * 1024  # well under the 256 MiB that went through
 
 
+@pytest.mark.processes
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     code = f"""
@@ -123,6 +128,7 @@ time.sleep(120)
     wait_for(lambda: not any(pid_alive(p) for p in children), 5, what="no child to survive")
 
 
+@pytest.mark.processes
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace() -> None:
     code = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
@@ -138,6 +144,7 @@ def test_a_child_ignoring_sigterm_is_killed_after_the_grace() -> None:
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.processes
 def test_a_background_child_holding_the_pipes_does_not_hang_the_call(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     code = f"""
@@ -154,6 +161,7 @@ print("leader done")
     wait_for(lambda: not pid_alive(int(pid_file.read_text())), 5, what="the straggler to die")
 
 
+@pytest.mark.processes
 def test_on_tick_heartbeats_and_can_cancel() -> None:
     ticks: list[float] = []
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from runs import services
 from runs.models import RunMode, RunStatus, TunixRun
+from tests.factories import submitted_run
 from tests.support.clusters import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -18,14 +18,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 def queue_training(*, steps: int) -> TunixRun:
     """A local run of the fake trainer reporting ``steps`` steps, 0.4 s apart."""
-    return services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id=f"fake/progress-{steps}",
-        mode=RunMode.LOCAL,
-        config={},
-        enqueue=True,
-    ).run
+    return submitted_run(model_id=f"fake/progress-{steps}", mode=RunMode.LOCAL)
 
 
 def test_progress_is_persisted_during_the_run_and_final_metrics_at_its_end(

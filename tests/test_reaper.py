@@ -12,7 +12,7 @@ from django_q.signing import SignedPackage
 
 from runs import services
 from runs.models import RunStatus, TunixRun
-from tests.factories import TunixRunFactory
+from tests.factories import TunixRunFactory, submitted_run
 
 pytestmark = pytest.mark.django_db
 
@@ -77,14 +77,7 @@ def test_an_old_pending_run_without_a_task_gets_one(settings: Any) -> None:
 
 
 def test_draining_worker_hands_the_task_back(demo_dataset: Any) -> None:
-    run = services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="tunix-rt/tiny-llama3",
-        mode="dry-run",
-        config={},
-        enqueue=True,
-    ).run
+    run = submitted_run()
     OrmQ.objects.all().delete()  # as if this worker had taken it off the queue
     outcome = services.run_worker_execute(run_id=run.id, drain_since=lambda: 1.0)
     assert outcome == "deferred"
@@ -93,14 +86,7 @@ def test_draining_worker_hands_the_task_back(demo_dataset: Any) -> None:
 
 
 def test_a_redelivered_task_does_nothing(demo_dataset: Any) -> None:
-    run = services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="tunix-rt/tiny-llama3",
-        mode="dry-run",
-        config={},
-        enqueue=True,
-    ).run
+    run = submitted_run()
     assert services.run_worker_execute(run_id=run.id) == "completed"
     stdout = TunixRun.objects.get(id=run.id).stdout
     assert services.run_worker_execute(run_id=run.id) == "skipped"

@@ -10,6 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from runs import metrics
+from runs.services import telemetry
 from runs.shedding import request_queue_ms
 
 
@@ -122,7 +123,7 @@ def test_sheds_reach_the_database_with_the_next_served_request(
     settings.TUNIX_WEB_MAX_QUEUE_MS = 500
     assert get(viewer_client, {"tunix.queue_ms": 900.0}).status_code == 503
     assert not ProcessMetrics.objects.exists()  # the shed itself wrote nothing
-    monkeypatch.setattr(metrics, "_last_flush", 0.0)  # the flush interval has passed
+    monkeypatch.setattr(telemetry, "_last_flush", 0.0)  # the flush interval has passed
     assert viewer_client.get("/api/tunix/runs").status_code == 200
     row = ProcessMetrics.objects.get(process_key=metrics.process_key())
     names = {family["name"] for family in row.data["families"]}

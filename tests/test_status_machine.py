@@ -8,6 +8,7 @@ from django.utils import timezone
 from runs import services
 from runs.models import RunStatus, TunixRun
 from runs.services import ALLOWED_TRANSITIONS, IllegalTransition, RunOutcome
+from runs.services import status as status_machine
 from tests.factories import TunixRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,7 @@ ALL = list(RunStatus.values)
 def test_illegal_transitions_are_refused_before_any_write(source: str, target: str) -> None:
     run = TunixRunFactory(status=source, **_fields_for(source))
     with pytest.raises(IllegalTransition):
-        services._transition(run_id=run.id, source=source, target=target, op="test")
+        status_machine._transition(run_id=run.id, source=source, target=target, op="test")
     assert TunixRun.objects.get(id=run.id).status == source
 
 
@@ -107,3 +108,32 @@ def _fields_for(status: str) -> dict[str, object]:
     if status == RunStatus.FAILED:
         fields["error_reason"] = "nonzero_exit"
     return fields
+
+
+def test_terminal_hooks_run_once_when_a_run_ends_and_not_on_other_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ended: list[object] = []
+    monkeypatch.setattr(
+        status_machine, "TERMINAL_HOOKS", (*status_machine.TERMINAL_HOOKS, ended.append)
+    )
+    run = TunixRunFactory(status=RunStatus.PENDING)
+    claimed = services.run_claim(run_id=run.id, worker_id="w")
+    assert claimed is not None
+    assert services.run_heartbeat(run_id=run.id, attempt=1)
+    assert ended == []
+    done = RunOutcome(status=RunStatus.COMPLETED, exit_code=0)
+    assert services.run_finish(run_id=run.id, attempt=1, outcome=done)
+    assert not services.run_finish(run_id=run.id, attempt=1, outcome=done)  # fenced: no-op
+    assert ended == [run.id]
+
+
+def test_a_failing_terminal_hook_leaves_the_run_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(run_id: object) -> None:
+        raise RuntimeError("hook failed")
+
+    monkeypatch.setattr(status_machine, "TERMINAL_HOOKS", (refuse,))
+    run = TunixRunFactory(status=RunStatus.PENDING)
+    with pytest.raises(RuntimeError):
+        services.run_cancel(run_id=run.id)
+    assert TunixRun.objects.get(id=run.id).status == RunStatus.PENDING

@@ -15,6 +15,7 @@ from django_q.models import OrmQ
 
 from runs import services
 from runs.models import RunMode, RunStatus, TunixRun
+from tests.factories import submitted_run
 from tests.support.clusters import REPO_ROOT, cluster_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -23,10 +24,7 @@ QUEUE = "training"
 
 
 def submit(model_id: str, mode: str) -> TunixRun:
-    return services.run_submit(
-        user=None, dataset_key="tunix-demo-v1", model_id=model_id, mode=mode, config={},
-        enqueue=True,
-    ).run  # fmt: skip
+    return submitted_run(model_id=model_id, mode=mode)
 
 
 def status_of(run: TunixRun) -> str:
@@ -73,6 +71,7 @@ def test_a_training_cluster_runs_the_trainings_while_the_default_one_stays_free(
     services.run_cancel(run_id=training.id)
 
 
+@pytest.mark.processes
 def test_a_cluster_name_option_that_cannot_take_effect_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "qcluster", "--name", QUEUE],

@@ -103,6 +103,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(
     assert next(answers) == "10.255.255.1"  # resolved exactly once
 
 
+@pytest.mark.processes
 def test_a_literal_private_webhook_url_stops_the_server_at_start_up(tmp_path: Any) -> None:
     env = {
         **os.environ,

@@ -23,7 +23,7 @@ from runs.models import (
     WebhookDelivery,
     WebhookEndpointState,
 )
-from tests.factories import TunixRunFactory
+from tests.factories import TunixRunFactory, submitted_run
 from tests.support.clusters import wait_for
 from tests.support.receiver import Receiver
 
@@ -250,7 +250,7 @@ def test_one_event_per_transition_even_after_recovery(hooks: Any, settings: Any)
     finish_again = services.RunOutcome(status=RunStatus.COMPLETED, exit_code=0)
     assert not services.run_finish(run_id=run.id, attempt=1, outcome=finish_again)  # stale
     assert WebhookDelivery.objects.count() == 1
-    services._record_run_event(run.id)  # even a duplicate call adds nothing
+    services.record_run_event(run.id)  # even a duplicate call adds nothing
     assert WebhookDelivery.objects.count() == 1
 
 
@@ -259,14 +259,7 @@ def test_one_event_per_transition_even_after_recovery(hooks: Any, settings: Any)
 def test_a_run_finished_by_a_qcluster_is_delivered_by_the_queue(
     clusters: Any, receiver: Receiver, settings: Any
 ) -> None:
-    run = services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id="tunix-rt/tiny-llama3",
-        mode="dry-run",
-        config={},
-        enqueue=True,
-    ).run
+    run = submitted_run()
     clusters(
         1,
         TUNIX_WEBHOOK_URLS=receiver.url("/ok"),

@@ -21,6 +21,7 @@ from django_q.models import OrmQ
 
 from runs import services
 from runs.models import RunMode, RunStatus, TunixRun
+from tests.factories import submitted_run
 from tests.support.clusters import QCluster, pid_alive, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -31,15 +32,7 @@ StartClusters = Callable[..., list[QCluster]]
 def enqueue(
     model_id: str = "google/gemma-3-270m", mode: str = RunMode.DRY_RUN, **kw: Any
 ) -> TunixRun:
-    return services.run_submit(
-        user=None,
-        dataset_key="tunix-demo-v1",
-        model_id=model_id,
-        mode=mode,
-        config={},
-        enqueue=True,
-        **kw,
-    ).run
+    return submitted_run(model_id=model_id, mode=mode, **kw)
 
 
 def status_of(run: TunixRun) -> str:

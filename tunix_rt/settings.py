@@ -17,8 +17,6 @@ import django_stubs_ext
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from runs.addresses import literal_private_host
-
 # Lets generic classes (ModelAdmin[Run], Serializer[Any]) be subscripted at run time.
 django_stubs_ext.monkeypatch()
 
@@ -192,11 +190,7 @@ TUNIX_WEBHOOK_ALLOW_PRIVATE = env_bool("TUNIX_WEBHOOK_ALLOW_PRIVATE", False)
 for _url in TUNIX_WEBHOOK_URLS:
     if not _url.startswith(("http://", "https://")):
         raise ImproperlyConfigured(f"webhook URL must be http(s): {_url!r}")
-    if not TUNIX_WEBHOOK_ALLOW_PRIVATE and (_host := literal_private_host(_url)):
-        raise ImproperlyConfigured(
-            f"webhook URL {_url!r} targets {_host}, not a public address; set "
-            "TUNIX_WEBHOOK_ALLOW_PRIVATE=1 to allow private targets"
-        )
+# A literal private address is refused when the app starts (runs.apps), in every process.
 
 # Logs: one line per event; JSON when TUNIX_LOG_JSON=1 (for log shippers).
 TUNIX_LOG_JSON = env_bool("TUNIX_LOG_JSON", False)
@@ -212,7 +206,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
-    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
@@ -230,7 +223,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # First real work of a request: a shed request costs no session, CSRF or database work.
     "runs.shedding.LoadSheddingMiddleware",
-    "runs.metrics.FlushMiddleware",
+    "runs.monitoring.FlushMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

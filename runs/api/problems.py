@@ -6,22 +6,21 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.views.defaults import bad_request, page_not_found
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from runs.services import (
+from runs.problems import PROBLEM_CONTENT_TYPE, problem, problem_response
+from runs.services.errors import (
     Conflict,
+    Forbidden,
     IdempotencyMismatch,
-    IllegalTransition,
     NotFound,
     ServiceError,
 )
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
@@ -43,34 +42,19 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
 def service_error_to_api(exc: ServiceError) -> exceptions.APIException:
     if isinstance(exc, NotFound):
         return exceptions.NotFound(exc.message)
+    if isinstance(exc, Forbidden):
+        return exceptions.PermissionDenied(exc.message)
     if isinstance(exc, IdempotencyMismatch):
         error = exceptions.APIException(exc.message)
         error.status_code = 422
         return error
-    if isinstance(exc, Conflict | IllegalTransition):
+    if isinstance(exc, Conflict):
         error = exceptions.APIException(exc.message)
         error.status_code = 409
         return error
     if exc.field:
         return exceptions.ValidationError({exc.field: [exc.message]})
     return exceptions.ValidationError(exc.message)
-
-
-def problem(status: int, detail: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-
-
-def problem_response(status: int, detail: str, **extra: Any) -> JsonResponse:
-    """A problem+json answer outside DRF (middleware, Django's error handlers)."""
-    return JsonResponse(
-        problem(status, detail, **extra), status=status, content_type=PROBLEM_CONTENT_TYPE
-    )
 
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

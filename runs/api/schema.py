@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runs.api.problems import PROBLEM_CONTENT_TYPE
+from runs.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -9,11 +9,14 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.validators import RegexValidator
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from runs import training_config
+from runs.execution import MODES
 from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus, TunixRun
 from runs.selectors import RunRow
+from runs.services import RunRequest
 
 MAX_LIST_LIMIT = 100
 
@@ -60,8 +63,16 @@ class RunCreateSerializer(StrictSerializer):
             )
         ],
     )
+    mode = serializers.ChoiceField(
+        choices=MODES,
+        required=False,
+        help_text="How the run executes: dry-run validates and writes the config, local trains "
+        "on a worker host. Default: from dry_run.",
+    )
     dry_run = serializers.BooleanField(
-        default=True, help_text="true: validate only (mode dry-run); false: train (mode local)"
+        default=True,
+        help_text="The older way to choose: true is mode dry-run, false is mode local. Ignored "
+        "when mode is given (and refused if it disagrees).",
     )
     timeout_seconds = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="Per-run timeout override"
@@ -96,6 +107,13 @@ class RunCreateSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
+        implied = RunMode.DRY_RUN if attrs["dry_run"] else RunMode.LOCAL
+        if "mode" not in attrs:
+            attrs["mode"] = implied
+        elif "dry_run" in self.initial_data and attrs["mode"] != implied:
+            raise serializers.ValidationError(
+                {"dry_run": [f"dry_run={str(attrs['dry_run']).lower()} disagrees with mode"]}
+            )
         # Range rules the field types cannot say (e.g. learning_rate > 0) live in one table.
         values = {p.name: attrs.get(p.name, p.default) for p in training_config.PARAMS}
         _, errors = training_config.normalise(values)
@@ -103,16 +121,16 @@ class RunCreateSerializer(StrictSerializer):
             raise serializers.ValidationError({name: [reason] for name, reason in errors.items()})
         return attrs
 
-    def service_kwargs(self) -> dict[str, Any]:
+    def run_request(self) -> RunRequest:
         data = self.validated_data
-        return {
-            "dataset_key": data["dataset_key"],
-            "model_id": data["model_id"],
-            "mode": RunMode.DRY_RUN if data["dry_run"] else RunMode.LOCAL,
-            "config": {p.name: data.get(p.name, p.default) for p in training_config.PARAMS},
-            "timeout_seconds": data.get("timeout_seconds"),
-            "client_request_id": data.get("client_request_id"),
-        }
+        return RunRequest(
+            dataset_key=data["dataset_key"],
+            model_id=data["model_id"],
+            mode=data["mode"],
+            config={p.name: data.get(p.name, p.default) for p in training_config.PARAMS},
+            timeout_seconds=data.get("timeout_seconds"),
+            client_request_id=data.get("client_request_id"),
+        )
 
 
 class RunListQuerySerializer(StrictSerializer):
@@ -122,7 +140,7 @@ class RunListQuerySerializer(StrictSerializer):
         required=False, default=0, min_value=0, max_value=10_000, help_text="Prefer cursor"
     )
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    mode = serializers.ChoiceField(choices=RunMode.choices, required=False)
+    mode = serializers.ChoiceField(choices=MODES, required=False)
     dataset_key = serializers.CharField(
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
     )
@@ -201,6 +219,17 @@ class RunPaginationSerializer(serializers.Serializer[Any]):
     limit = serializers.IntegerField()
     next_cursor = serializers.CharField(allow_null=True)
     next = serializers.CharField(allow_null=True, help_text="URL of the next page")
+
+
+# The run list's answer, for the schema only (the view builds these dicts itself). many=False:
+# the answer is one object, where a viewset's list action would otherwise be documented as an
+# array of them.
+@extend_schema_serializer(many=False)
+class RunListSerializer(serializers.Serializer[Any]):
+    # A field named like Serializer.data: DRF's metaclass takes declared fields off the class,
+    # so the property stays; the stubs cannot know that.
+    data = RunListItemSerializer(many=True)  # type: ignore[assignment]
+    pagination = RunPaginationSerializer()
 
 
 class RunProgressSerializer(serializers.Serializer[Any]):

@@ -1,18 +1,23 @@
-"""Thin API views: parse, call a service or selector, render."""
+"""Thin API views: parse, call a service or selector, render.
+
+ViewSets, routed by runs/api/urls.py; each action keeps the operation id it has in the OpenAPI
+schema."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import FileResponse, HttpRequest
+from django.http.response import HttpResponseBase
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -20,12 +25,13 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
-from rest_framework import permissions, status
+from rest_framework import permissions, routers, viewsets
 from rest_framework import serializers as drf_serializers
+from rest_framework import status as http_status
+from rest_framework.decorators import action
 from rest_framework.exceptions import (
     APIException,
     NotFound,
-    PermissionDenied,
     ValidationError,
 )
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -34,21 +40,23 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from runs import artifacts, model_catalog, selectors, services
+from runs import artifacts, authorization, model_catalog, selectors, services
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
     RunAcceptedSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
-    RunListItemSerializer,
     RunListQuerySerializer,
-    RunPaginationSerializer,
+    RunListSerializer,
     RunStatusSerializer,
     accepted_item,
     list_item,
 )
 from runs.models import TunixRun
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _SupportsHasPermission
 
 UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the other form fields
 
@@ -62,27 +70,28 @@ class PayloadTooLarge(APIException):
 PROBLEM = OpenApiResponse(OpenApiTypes.OBJECT, description="RFC 9457 problem details")
 
 
-class HasModelPermission(permissions.BasePermission):
-    """Writes need a model permission (e.g. runs.add_tunixrun); reads need a login."""
+class PolicyPermission(permissions.BasePermission):
+    """Writes ask a rule of the authorization policy (runs/authorization.py), looked up at each
+    request so that module stays the one place it is defined; reads need a login."""
 
-    perms_by_method: dict[str, str] = {}
+    rule_by_method: dict[str, str] = {}
 
     def has_permission(self, request: HttpRequest, view: Any) -> bool:
-        perm = self.perms_by_method.get(request.method or "")
-        return perm is None or bool(request.user and request.user.has_perm(perm))
+        rule = self.rule_by_method.get(request.method or "")
+        return rule is None or bool(getattr(authorization, rule)(request.user))
 
 
-class CanCreateRuns(HasModelPermission):
-    perms_by_method = {"POST": "runs.add_tunixrun"}
+class CanCreateRuns(PolicyPermission):
+    rule_by_method = {"POST": "can_launch"}
 
 
-class CanUploadDatasets(HasModelPermission):
-    perms_by_method = {"POST": "runs.add_dataset"}
+class CanUploadDatasets(PolicyPermission):
+    rule_by_method = {"POST": "can_upload_datasets"}
 
 
 def _run_or_404(request: Request, run_id: str) -> TunixRun:
     """The run, if this user may see it; someone else's run is as absent as a missing one."""
-    run = selectors.run_get(run_id=run_id, owner=selectors.visible_owner(request.user))
+    run = selectors.run_get(run_id=run_id, owner=authorization.visible_owner(request.user))
     if run is None:
         raise NotFound(f"no run {run_id}")
     return run
@@ -102,8 +111,53 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
-class RunSubmitView(APIView):
-    permission_classes = [permissions.IsAuthenticated, CanCreateRuns]
+@functools.lru_cache(maxsize=1024)
+def _list_query(items: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+    """Validated list parameters. Pollers repeat the same few queries, and a serializer costs a
+    deep copy of its fields per request, so valid answers are remembered (errors raise, and are
+    not)."""
+    query = RunListQuerySerializer(data=dict(items))
+    query.is_valid(raise_exception=True)
+    return MappingProxyType(dict(query.validated_data))
+
+
+class ArtifactTooLarge(APIException):
+    status_code = 413
+    default_detail = "artifact too large to download through the API"
+    default_code = "artifact_too_large"
+
+
+def _artifact_item(request: Request, run_id: object, item: artifacts.Artifact) -> dict[str, Any]:
+    small = item.size_bytes <= settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES
+    path = reverse("api:run-artifact", kwargs={"run_id": run_id, "name": item.path})
+    return {
+        "path": item.path,
+        "size_bytes": item.size_bytes,
+        "modified_at": item.modified_at.isoformat().replace("+00:00", "Z"),
+        "download_url": request.build_absolute_uri(path) if small else None,
+    }
+
+
+def _etag(payload: object) -> str:
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return f'W/"{digest.hexdigest()[:32]}"'
+
+
+class RunViewSet(viewsets.ViewSet):
+    # Runs: the list, one run, its status, cancelling it and its artifacts, routed under
+    # tunix/runs. Submitting keeps the seed's own path, POST tunix/run (see urls.py).
+    # (No docstring: drf-spectacular would make it the description of every operation.)
+
+    # The router builds tunix/runs/<str:run_id>: the name every reverse() of a run link uses.
+    lookup_field = "id"
+    lookup_url_kwarg = "run_id"
+
+    def get_permissions(self) -> Sequence[_SupportsHasPermission]:
+        # Launching asks the policy; every other action (cancel included: the service checks
+        # who may cancel which run) needs only the login the default classes ask for.
+        if self.action == "submit":
+            return [permissions.IsAuthenticated(), CanCreateRuns()]
+        return super().get_permissions()
 
     @extend_schema(
         operation_id="run_submit",
@@ -127,66 +181,48 @@ class RunSubmitView(APIView):
             422: PROBLEM,
         },
     )
-    def post(self, request: Request) -> Response:
+    def submit(self, request: Request) -> Response:
         mode = request.query_params.get("mode", "sync")
         if mode not in {"sync", "async"}:
             raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync or async"]})
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        kwargs = serializer.service_kwargs()
+        run_request = serializer.run_request()
         header_key = request.headers.get("Idempotency-Key")
         if header_key is not None:
             if not 1 <= len(header_key) <= 128:
                 raise ValidationError({"Idempotency-Key": ["must be 1 to 128 characters"]})
-            if kwargs["client_request_id"] not in (None, header_key):
+            if run_request.client_request_id not in (None, header_key):
                 raise ValidationError(
                     {"client_request_id": ["differs from the Idempotency-Key header"]}
                 )
-            kwargs["client_request_id"] = header_key
+            run_request = run_request.with_key(header_key)
         if mode == "async":
-            submission = services.run_submit(user=request.user, enqueue=True, **kwargs)
+            submission = services.run_submit(user=request.user, request=run_request, enqueue=True)
             status_url = request.build_absolute_uri(
                 reverse("api:run-status", kwargs={"run_id": submission.run.id})
             )
             body = accepted_item(submission.run, status_url)
-            code: int = status.HTTP_202_ACCEPTED
+            code: int = http_status.HTTP_202_ACCEPTED
         else:
-            submission = services.run_sync(user=request.user, **kwargs)
+            submission = services.run_sync(user=request.user, request=run_request)
             body = RunDetailSerializer(submission.run).data
-            code = status.HTTP_201_CREATED
+            code = http_status.HTTP_201_CREATED
         headers = {"Location": _run_url(request, submission.run.id)}
         if submission.replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(body, status=code, headers=headers)
 
-
-@functools.lru_cache(maxsize=1024)
-def _list_query(items: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
-    """Validated list parameters. Pollers repeat the same few queries, and a serializer costs a
-    deep copy of its fields per request, so valid answers are remembered (errors raise, and are
-    not)."""
-    query = RunListQuerySerializer(data=dict(items))
-    query.is_valid(raise_exception=True)
-    return MappingProxyType(dict(query.validated_data))
-
-
-class RunListView(APIView):
     @extend_schema(
         operation_id="run_list",
         parameters=[RunListQuerySerializer],
         responses={
-            200: inline_serializer(
-                "RunList",
-                fields={
-                    "data": RunListItemSerializer(many=True),
-                    "pagination": RunPaginationSerializer(),
-                },
-            ),
+            200: RunListSerializer,
             400: PROBLEM,
             401: PROBLEM,
         },
     )
-    def get(self, request: Request) -> Response:
+    def list(self, request: Request) -> Response:
         raw = request.query_params.dict()
         if api_settings.URL_FORMAT_OVERRIDE:
             # DRF's ?format=json (the browsable API links to it) picks a renderer, not a filter.
@@ -196,7 +232,7 @@ class RunListView(APIView):
             status=params.get("status"),
             dataset_key=params.get("dataset_key"),
             mode=params.get("mode"),
-            created_by_id=selectors.visible_owner(request.user),
+            created_by_id=authorization.visible_owner(request.user),
         )
         try:
             page = selectors.run_list_rows(
@@ -224,32 +260,49 @@ class RunListView(APIView):
             }
         )
 
-
-class RunDetailView(APIView):
     @extend_schema(operation_id="run_detail", responses={200: RunDetailSerializer, 404: PROBLEM})
-    def get(self, request: Request, run_id: str) -> Response:
+    def retrieve(self, request: Request, run_id: str) -> Response:
         run = _run_or_404(request, run_id)
         return Response(RunDetailSerializer(run).data)
 
+    @extend_schema(
+        operation_id="run_status",
+        parameters=[
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="ETag of the last answer: 304 while nothing changed",
+            )
+        ],
+        responses={200: RunStatusSerializer, 304: None, 404: PROBLEM},
+    )
+    # Below extend_schema: @action sets the function's view arguments, where extend_schema then
+    # adds the schema (the other order loses it).
+    @action(detail=True)
+    def status(self, request: Request, run_id: str) -> Response:
+        row = selectors.run_status(run_id=run_id, owner=authorization.visible_owner(request.user))
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        data = RunStatusSerializer(row).data
+        etag = _etag(data)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+            return Response(status=http_status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(data, headers=headers)
 
-class ArtifactTooLarge(APIException):
-    status_code = 413
-    default_detail = "artifact too large to download through the API"
-    default_code = "artifact_too_large"
+    @extend_schema(
+        operation_id="run_cancel",
+        request=None,
+        responses={200: RunStatusSerializer, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, run_id: str) -> Response:
+        cancelled = services.run_cancel(run_id=run_id, user=request.user)
+        row = selectors.run_status(run_id=cancelled.id)
+        return Response(RunStatusSerializer(row).data)
 
-
-def _artifact_item(request: Request, run_id: object, item: artifacts.Artifact) -> dict[str, Any]:
-    small = item.size_bytes <= settings.TUNIX_ARTIFACT_DOWNLOAD_MAX_BYTES
-    path = reverse("api:run-artifact", kwargs={"run_id": run_id, "name": item.path})
-    return {
-        "path": item.path,
-        "size_bytes": item.size_bytes,
-        "modified_at": item.modified_at.isoformat().replace("+00:00", "Z"),
-        "download_url": request.build_absolute_uri(path) if small else None,
-    }
-
-
-class RunArtifactListView(APIView):
     @extend_schema(
         operation_id="run_artifacts",
         responses={
@@ -275,14 +328,13 @@ class RunArtifactListView(APIView):
             404: PROBLEM,
         },
     )
-    def get(self, request: Request, run_id: str) -> Response:
+    @action(detail=True)
+    def artifacts(self, request: Request, run_id: str) -> Response:
         run = _run_or_404(request, run_id)
         found, truncated = artifacts.list_artifacts(run)
         items = [_artifact_item(request, run.id, item) for item in found]
         return Response({"data": items, "truncated": truncated})
 
-
-class RunArtifactView(APIView):
     @extend_schema(
         operation_id="run_artifact_download",
         responses={
@@ -291,7 +343,9 @@ class RunArtifactView(APIView):
             413: PROBLEM,
         },
     )
-    def get(self, request: Request, run_id: str, name: str) -> FileResponse:
+    # path:, not str: an artifact's name has directories in it (checkpoints/20/...).
+    @action(detail=True, url_path="artifacts/<path:name>", url_name="artifact")
+    def artifact(self, request: Request, run_id: str, name: str) -> FileResponse:
         run = _run_or_404(request, run_id)
         try:
             path = artifacts.artifact_path(run, name)
@@ -307,54 +361,10 @@ class RunArtifactView(APIView):
         return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
 
 
-def _etag(payload: object) -> str:
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
-    return f'W/"{digest.hexdigest()[:32]}"'
+class ModelCatalogViewSet(viewsets.ViewSet):
+    # The models local mode can train (runs/model_catalog.py), at tunix/models. Not
+    # "ModelViewSet": DRF's ModelViewSet is something else.
 
-
-class RunStatusView(APIView):
-    @extend_schema(
-        operation_id="run_status",
-        parameters=[
-            OpenApiParameter(
-                "If-None-Match",
-                str,
-                location=OpenApiParameter.HEADER,
-                required=False,
-                description="ETag of the last answer: 304 while nothing changed",
-            )
-        ],
-        responses={200: RunStatusSerializer, 304: None, 404: PROBLEM},
-    )
-    def get(self, request: Request, run_id: str) -> Response:
-        row = selectors.run_status(run_id=run_id, owner=selectors.visible_owner(request.user))
-        if row is None:
-            raise NotFound(f"no run {run_id}")
-        data = RunStatusSerializer(row).data
-        etag = _etag(data)
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
-            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
-        return Response(data, headers=headers)
-
-
-class RunCancelView(APIView):
-    @extend_schema(
-        operation_id="run_cancel",
-        request=None,
-        responses={200: RunStatusSerializer, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM},
-    )
-    def post(self, request: Request, run_id: str) -> Response:
-        run = _run_or_404(request, run_id)
-        user = request.user
-        if run.created_by_id != user.pk and not user.has_perm("runs.change_tunixrun"):
-            raise PermissionDenied("only the run's creator or an operator can cancel it")
-        cancelled = services.run_cancel(run_id=run.id)
-        row = selectors.run_status(run_id=cancelled.id)
-        return Response(RunStatusSerializer(row).data)
-
-
-class ModelListView(APIView):
     @extend_schema(
         operation_id="model_list",
         responses={
@@ -375,7 +385,7 @@ class ModelListView(APIView):
         description="Models local mode trains with the built-in Tunix trainer. A worker host "
         "needs a real model's checkpoint in TUNIX_MODELS_DIR/<id> (or TUNIX_MODEL_DOWNLOAD=1).",
     )
-    def get(self, request: Request) -> Response:
+    def list(self, request: Request) -> Response:
         return Response(
             [
                 {
@@ -390,12 +400,17 @@ class ModelListView(APIView):
         )
 
 
-class DatasetListView(APIView):
+class DatasetViewSet(viewsets.ViewSet):
+    # The dataset registry: the list, an upload (multipart) and one dataset by its key.
+    # (No docstring: drf-spectacular would make it the description of every operation.)
+
+    # Uploads (the only POST) ask the policy; reads need the login.
     permission_classes = [permissions.IsAuthenticated, CanUploadDatasets]
     parser_classes = [MultiPartParser, FormParser]
+    lookup_field = "key"
 
     @extend_schema(operation_id="dataset_list", responses={200: DatasetSerializer(many=True)})
-    def get(self, request: Request) -> Response:
+    def list(self, request: Request) -> Response:
         return Response(DatasetSerializer(selectors.dataset_list(), many=True).data)
 
     @extend_schema(
@@ -403,7 +418,7 @@ class DatasetListView(APIView):
         request={"multipart/form-data": DatasetUploadSerializer},
         responses={201: DatasetSerializer, 400: PROBLEM, 409: PROBLEM, 413: PROBLEM},
     )
-    def post(self, request: Request) -> Response:
+    def create(self, request: Request) -> Response:
         # Refuse an oversized upload from its header, before Django spools the body to disk.
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.TUNIX_DATASET_MAX_BYTES + UPLOAD_OVERHEAD_BYTES:
@@ -422,18 +437,21 @@ class DatasetListView(APIView):
         )
         return Response(
             DatasetSerializer(dataset).data,
-            status=status.HTTP_201_CREATED,
+            status=http_status.HTTP_201_CREATED,
             headers={"Location": location},
         )
 
-
-class DatasetDetailView(APIView):
     @extend_schema(operation_id="dataset_detail", responses={200: DatasetSerializer, 404: PROBLEM})
-    def get(self, request: Request, key: str) -> Response:
+    def retrieve(self, request: Request, key: str) -> Response:
         dataset = selectors.dataset_get(key=key)
         if dataset is None:
             raise NotFound(f"no dataset {key!r}")
         return Response(DatasetSerializer(dataset).data)
+
+
+class ApiRootView(routers.APIRootView):
+    """Tunix RT's API: runs, datasets and the model catalog. Runs are submitted with
+    POST /api/tunix/run; the OpenAPI schema is at /api/schema/ and its docs at /api/docs/."""
 
 
 @extend_schema(exclude=True)
@@ -447,3 +465,14 @@ class UnknownPathView(APIView):
         raise NotFound(f"no such endpoint {request.path}{hint}")
 
     get = post = put = patch = delete = _not_found
+
+
+_unknown_path_view = UnknownPathView.as_view()
+
+
+@csrf_exempt
+def unknown_path(request: HttpRequest, path: str) -> HttpResponseBase:
+    """The catch-all route's view: UnknownPathView behind a plain function. The browsable API's
+    breadcrumbs show every DRF view a shorter address resolves to, and /api/tunix/ (which only
+    the catch-all matches) would appear as an "Unknown Path" crumb on every page."""
+    return _unknown_path_view(request, path=path)

@@ -9,12 +9,20 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 
 from runs import model_catalog, training_config
-from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus
+from runs.models import (
+    DATASET_KEY_PATTERN,
+    MODE_CHOICES,
+    MODEL_ID_PATTERN,
+    Dataset,
+    RunMode,
+    RunStatus,
+)
+from runs.services import RunRequest
 
 
 class RunFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "any status"), *RunStatus.choices], required=False)
-    mode = forms.ChoiceField(choices=[("", "any mode"), *RunMode.choices], required=False)
+    mode = forms.ChoiceField(choices=[("", "any mode"), *MODE_CHOICES], required=False)
     dataset_key = forms.CharField(
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
     )
@@ -47,7 +55,7 @@ class RunLaunchForm(forms.Form):
         widget=forms.TextInput(attrs={"list": "model-choices", "autocomplete": "off"}),
     )
     mode = forms.ChoiceField(
-        choices=RunMode.choices,
+        choices=MODE_CHOICES,
         initial=RunMode.DRY_RUN,
         help_text="dry-run validates and writes the config; local trains on the worker",
     )
@@ -82,6 +90,16 @@ class RunLaunchForm(forms.Form):
             self.add_error(name, reason)
         data["config"] = values
         return data
+
+    def run_request(self) -> RunRequest:
+        data = self.cleaned_data
+        return RunRequest(
+            dataset_key=data["dataset"].key,
+            model_id=data["model_id"],
+            mode=data["mode"],
+            config=data["config"],
+            timeout_seconds=data["timeout_seconds"],
+        )
 
 
 class DatasetUploadForm(forms.Form):

@@ -6,6 +6,7 @@ swaps and then stops polling. Unchanged fragments answer 304 to the browser's re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -21,11 +22,32 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from runs import artifacts, model_catalog, selectors, services
+from runs import artifacts, authorization, model_catalog, selectors, services
 from runs.models import ACTIVE_STATUSES, TunixRun
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
 
 PAGE_SIZE = 25
+
+
+View = Callable[..., HttpResponse]
+
+
+def _allowed(rule: str) -> Callable[[View], View]:
+    """403 unless the authorization policy's ``rule`` (looked up at each request, so the policy
+    module stays the one place it is defined) allows the requesting user."""
+    if not callable(getattr(authorization, rule, None)):
+        raise AttributeError(f"runs.authorization has no rule {rule!r}")
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not getattr(authorization, rule)(request.user):
+                raise PermissionDenied("this needs a permission you do not have")
+            return view(request, *args, **kwargs)
+
+        return guarded
+
+    return decorate
 
 
 def _poll_context() -> dict[str, Any]:
@@ -74,7 +96,7 @@ def _run_version(run: TunixRun) -> str:
 
 def _filters(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunFilters, str | None]:
     form = RunFilterForm(request.GET)
-    owner = selectors.visible_owner(request.user)
+    owner = authorization.visible_owner(request.user)
     if not form.is_valid():
         return form, selectors.RunFilters(created_by_id=owner), None
     data = form.cleaned_data
@@ -133,7 +155,7 @@ def run_rows(request: HttpRequest) -> HttpResponse:
 
 def _get_run(request: HttpRequest, run_id: UUID) -> TunixRun:
     """The run, if this user may see it; someone else's run is as absent as a missing one."""
-    run = selectors.run_get(run_id=run_id, owner=selectors.visible_owner(request.user))
+    run = selectors.run_get(run_id=run_id, owner=authorization.visible_owner(request.user))
     if run is None:
         raise Http404("no such run")
     return run
@@ -179,41 +201,32 @@ def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
 
 
 def _can_cancel(request: HttpRequest, run: TunixRun) -> bool:
-    user = request.user
-    return bool(
-        user.is_authenticated
-        and (run.created_by_id == user.pk or user.has_perm("runs.change_tunixrun"))
-    )
+    return authorization.can_cancel(request.user, run)
 
 
 @require_POST
 @login_required
 def run_cancel(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(request, run_id)
-    if not _can_cancel(request, run):
-        raise PermissionDenied("only the run's creator or an operator can cancel it")
     try:
-        services.run_cancel(run_id=run.id)
+        services.run_cancel(run_id=run_id, user=request.user)
         messages.success(request, "Run cancelled.")
+    except services.NotFound:
+        raise Http404("no such run") from None
+    except services.Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
     except services.ServiceError as exc:
         messages.error(request, f"Could not cancel: {exc.message}")
-    return redirect("web:run-detail", run_id=run.id)
+    return redirect("web:run-detail", run_id=run_id)
 
 
 @require_POST
 @login_required
-@permission_required("runs.add_tunixrun", raise_exception=True)
+@_allowed("can_launch")
 def run_again(request: HttpRequest, run_id: UUID) -> HttpResponse:
     run = _get_run(request, run_id)
     try:
         submission = services.run_submit(
-            user=request.user,
-            dataset_key=run.dataset.key,
-            model_id=run.model_id,
-            mode=run.mode,
-            config=run.config,
-            timeout_seconds=run.timeout_seconds,
-            enqueue=True,
+            user=request.user, request=services.RunRequest.like(run), enqueue=True
         )
     except services.ServiceError as exc:
         messages.error(request, f"Could not run again: {exc.message}")
@@ -223,19 +236,11 @@ def run_again(request: HttpRequest, run_id: UUID) -> HttpResponse:
 
 
 def _submit(form: RunLaunchForm, request: HttpRequest) -> TunixRun | None:
-    data = form.cleaned_data
-    kwargs: dict[str, Any] = {
-        "user": request.user,
-        "dataset_key": data["dataset"].key,
-        "model_id": data["model_id"],
-        "mode": data["mode"],
-        "config": data["config"],
-        "timeout_seconds": data["timeout_seconds"],
-    }
+    run_request = form.run_request()
     try:
-        if data["execution"] == "sync":
-            return services.run_sync(**kwargs).run
-        return services.run_submit(enqueue=True, **kwargs).run
+        if form.cleaned_data["execution"] == "sync":
+            return services.run_sync(user=request.user, request=run_request).run
+        return services.run_submit(user=request.user, request=run_request, enqueue=True).run
     except services.ServiceError as exc:
         field = exc.field if exc.field in form.fields else None
         if exc.field == "dataset_key":
@@ -246,7 +251,7 @@ def _submit(form: RunLaunchForm, request: HttpRequest) -> TunixRun | None:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-@permission_required("runs.add_tunixrun", raise_exception=True)
+@_allowed("can_launch")
 def run_launch(request: HttpRequest) -> HttpResponse:
     form = RunLaunchForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -267,7 +272,7 @@ def run_launch(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def dataset_list(request: HttpRequest) -> HttpResponseBase:
-    can_upload = request.user.has_perm("runs.add_dataset")
+    can_upload = authorization.can_upload_datasets(request.user)
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST":
         if not can_upload:

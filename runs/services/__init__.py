@@ -1,0 +1,102 @@
+"""Every write Tunix RT makes, by sub-domain; the only place a run's status changes.
+
+| module | what it writes |
+| --- | --- |
+| errors | (nothing: what services refuse with) |
+| datasets | dataset registration |
+| submission | RunRequest validation, idempotent replays, run rows with their queue tasks |
+| queue | a run's queue task, in the caller's transaction |
+| status | the status machine: claim, heartbeat, finish, terminal hooks |
+| execution | executing a claimed run through its backend (runs/execution/), sync runs |
+| recovery | re-queue, cancel, the reaper, worker heartbeats |
+| webhooks | webhook events, attempts and retries |
+| telemetry | timed writes and this process's metrics row |
+
+Callers import from here (``from runs import services``); the modules import each other
+directly.
+"""
+
+from runs.outcomes import RunOutcome
+from runs.services.datasets import dataset_import, dataset_path
+from runs.services.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyMismatch,
+    IllegalTransition,
+    NotFound,
+    ServiceError,
+)
+from runs.services.execution import (
+    run_execute,
+    run_spec,
+    run_sync,
+    run_worker_execute,
+    worker_identity,
+)
+from runs.services.queue import TASK_FUNC, enqueue_run, task_queue, task_timeout_seconds
+from runs.services.recovery import (
+    ReapReport,
+    run_cancel,
+    run_reap,
+    run_requeue,
+    worker_heartbeat,
+    worker_heartbeat_prune,
+)
+from runs.services.status import (
+    ALLOWED_TRANSITIONS,
+    TERMINAL_HOOKS,
+    run_claim,
+    run_finish,
+    run_heartbeat,
+)
+from runs.services.submission import RunRequest, Submission, request_fingerprint, run_submit
+from runs.services.webhooks import (
+    DELIVER_FUNC,
+    record_run_event,
+    run_event_payload,
+    webhook_deliver,
+    webhook_endpoint_enable,
+    webhook_schedule,
+)
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "DELIVER_FUNC",
+    "TASK_FUNC",
+    "TERMINAL_HOOKS",
+    "Conflict",
+    "Forbidden",
+    "IdempotencyMismatch",
+    "IllegalTransition",
+    "NotFound",
+    "ReapReport",
+    "RunOutcome",
+    "RunRequest",
+    "ServiceError",
+    "Submission",
+    "dataset_import",
+    "dataset_path",
+    "enqueue_run",
+    "record_run_event",
+    "request_fingerprint",
+    "run_cancel",
+    "run_claim",
+    "run_event_payload",
+    "run_execute",
+    "run_finish",
+    "run_heartbeat",
+    "run_reap",
+    "run_requeue",
+    "run_spec",
+    "run_submit",
+    "run_sync",
+    "run_worker_execute",
+    "task_queue",
+    "task_timeout_seconds",
+    "webhook_deliver",
+    "webhook_endpoint_enable",
+    "webhook_schedule",
+    "worker_heartbeat",
+    "worker_heartbeat_prune",
+    "worker_identity",
+]

@@ -1,0 +1,128 @@
+"""Executing claimed runs: a queue task's whole job, and the API's synchronous mode. How a run
+of each mode executes is its backend's (runs/execution/); this module turns the run row into a
+RunSpec, passes the heartbeat down, and records whatever comes back."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+
+from runs import artifacts, authorization
+from runs.dryrun import training_spec
+from runs.execution import get_backend
+from runs.execution.base import Requeue, RunSpec, Supervision, execute
+from runs.models import RunStatus, TunixRun
+from runs.outcomes import Reason, RunOutcome
+from runs.services.datasets import dataset_path
+from runs.services.queue import enqueue_run
+from runs.services.recovery import run_requeue
+from runs.services.status import run_claim, run_finish, run_heartbeat
+from runs.services.submission import RunRequest, Submission, checkpoint_directory, run_submit
+
+log = logging.getLogger("tunix_rt.runs")
+
+DrainSince = Callable[[], float | None]
+
+
+def worker_identity(role: str = "worker") -> str:
+    return f"{role}:{socket.gethostname()}:{os.getpid()}"
+
+
+def _never_draining() -> float | None:
+    return None
+
+
+def run_spec(run: TunixRun) -> RunSpec:
+    """Everything a backend needs to execute this attempt, as plain values."""
+    output_dir = artifacts.run_directory(run)
+    spec = training_spec(
+        run_id=str(run.id),
+        model_id=run.model_id,
+        mode=run.mode,
+        dataset_key=run.dataset.key,
+        dataset_path=dataset_path(run.dataset),
+        dataset_format=run.dataset.format,
+        config=run.config,
+        output_dir=output_dir,
+        attempt=run.attempt,
+        checkpoint_dir=checkpoint_directory(run.model_id),
+        allow_download=settings.TUNIX_MODEL_DOWNLOAD,
+        resume=settings.TUNIX_RESUME_TRAINING,
+    )
+    return RunSpec(
+        run_id=str(run.id),
+        attempt=run.attempt,
+        mode=run.mode,
+        output_dir=Path(output_dir),
+        spec=spec,
+        dataset_sha256=run.dataset.sha256,
+        dataset_records=run.dataset.record_count,
+        timeout_seconds=run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS,
+        loss_curve=[list(point) for point in run.loss_curve or []],
+    )
+
+
+def run_execute(*, run: TunixRun, drain_since: DrainSince = _never_draining) -> TunixRun:
+    """Execute a run this process has claimed and record the outcome, whatever happens.
+
+    ``drain_since`` tells when this worker began shutting down (monotonic seconds), if it has:
+    a training still running TUNIX_SHUTDOWN_GRACE_SECONDS later is stopped and re-queued.
+    """
+
+    def heartbeat(updates: dict[str, Any] | None) -> bool:
+        return run_heartbeat(run_id=run.id, attempt=run.attempt, updates=updates)
+
+    try:
+        outcome = execute(
+            get_backend(run.mode),
+            run_spec(run),
+            Supervision(heartbeat=heartbeat, drain_since=drain_since),
+        )
+    except Requeue:
+        run_requeue(run_id=run.id, attempt=run.attempt, reason="worker shutting down")
+        run.refresh_from_db()
+        return run
+    except Exception as exc:  # recorded on the run, never raised into the caller's loop
+        log.exception("run_execute_error", extra={"fields": {"run_id": run.id}})
+        outcome = RunOutcome.failure(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+    run_finish(run_id=run.id, attempt=run.attempt, outcome=outcome, started_at=run.started_at)
+    run.refresh_from_db()
+    return run
+
+
+def run_worker_execute(*, run_id: UUID, drain_since: DrainSince = _never_draining) -> str:
+    """A queue task's whole job: claim the run, execute it, record it. Returns what happened.
+
+    Delivery is at least once; the claim makes the effect exactly once. A worker that is
+    already shutting down leaves the run to another worker.
+    """
+    if drain_since() is not None:
+        run = TunixRun.objects.filter(id=run_id, status=RunStatus.PENDING).first()
+        if run is not None:
+            with transaction.atomic():
+                enqueue_run(run)
+        return "deferred"
+    claimed = run_claim(run_id=run_id, worker_id=worker_identity())
+    if claimed is None:
+        return "skipped"
+    return str(run_execute(run=claimed, drain_since=drain_since).status)
+
+
+def run_sync(*, user: authorization.UserLike, request: RunRequest) -> Submission:
+    """Create a run and execute it in this process (the API's default, synchronous mode)."""
+    submission = run_submit(user=user, request=request, enqueue=False)
+    if submission.replayed:
+        return submission
+    claimed = run_claim(run_id=submission.run.id, worker_id=worker_identity("web"))
+    if claimed is None:  # cancelled between create and claim
+        submission.run.refresh_from_db()
+        return submission
+    return Submission(run=run_execute(run=claimed), replayed=False)

@@ -1,0 +1,180 @@
+"""Submitting runs: validation of a RunRequest, idempotent replays, and the run row with its
+queue task in one transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError
+
+from runs import authorization, metrics, model_catalog, training_config
+from runs.execution import UnknownMode, get_backend
+from runs.models import Dataset, RunMode, RunStatus, TunixRun
+from runs.services.errors import Forbidden, IdempotencyMismatch, ServiceError
+from runs.services.queue import enqueue_run
+from runs.services.telemetry import timed_write
+
+log = logging.getLogger("tunix_rt.runs")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a client asks to run: everything but who asks and how it is delivered. The API's
+    serializer, the launch form, "run again" and sweeps all build one."""
+
+    dataset_key: str
+    model_id: str
+    mode: str = RunMode.DRY_RUN
+    config: Mapping[str, Any] = field(default_factory=dict)
+    timeout_seconds: int | None = None
+    client_request_id: str | None = None  # the idempotency key
+
+    @classmethod
+    def like(cls, run: TunixRun) -> RunRequest:
+        """The same run again (a new one: no idempotency key)."""
+        return cls(
+            dataset_key=run.dataset.key,
+            model_id=run.model_id,
+            mode=run.mode,
+            config=dict(run.config),
+            timeout_seconds=run.timeout_seconds,
+        )
+
+    def with_key(self, client_request_id: str | None) -> RunRequest:
+        return dataclasses.replace(self, client_request_id=client_request_id)
+
+
+@dataclass(frozen=True)
+class Submission:
+    run: TunixRun
+    replayed: bool  # True: the key matched an earlier identical request; nothing new was made
+
+
+def request_fingerprint(payload: dict[str, Any]) -> str:
+    """A stable hash of a run request, to tell a retry from a different request."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _validated_fields(request: RunRequest) -> dict[str, Any]:
+    """Everything checkable at submit time, as the run's columns; raises ServiceError naming
+    the field."""
+    dataset = Dataset.objects.filter(key=request.dataset_key).first()
+    if dataset is None:
+        raise ServiceError(f"unknown dataset {request.dataset_key!r}", field="dataset_key")
+    try:
+        trains = get_backend(request.mode).trains
+    except UnknownMode as exc:
+        raise ServiceError(str(exc), field="mode") from None
+    _check_model(request.model_id, trains=trains)
+    clean, errors = training_config.normalise(dict(request.config))
+    if errors:
+        name, reason = sorted(errors.items())[0]
+        raise ServiceError(f"{name}: {reason}", field=name)
+    if clean["learning_rate"] is None:  # stored resolved: the run shows what it trains with
+        clean["learning_rate"] = model_catalog.default_learning_rate(request.model_id)
+    timeout = request.timeout_seconds
+    if timeout is not None and not 1 <= timeout <= settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS:
+        raise ServiceError(
+            f"timeout_seconds must be in [1, {settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS}]",
+            field="timeout_seconds",
+        )
+    fields = {
+        "model_id": request.model_id,
+        "mode": request.mode,
+        "config": clean,
+        "timeout_seconds": timeout,
+    }
+    fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **fields})
+    return {"dataset": dataset, **fields, "request_fingerprint": fingerprint}
+
+
+def checkpoint_directory(model_id: str) -> Path | None:
+    """Where this host keeps a real model's checkpoint (None for the preset or an id outside
+    the catalog, which a custom trainer interprets itself)."""
+    entry = model_catalog.lookup(model_id)
+    if entry is None or entry.is_preset:
+        return None
+    return model_catalog.checkpoint_directory(Path(settings.TUNIX_MODELS_DIR), model_id)
+
+
+def _check_model(model_id: str, *, trains: bool) -> None:
+    """Refuse at submit time a model the built-in trainer would refuse later. A custom
+    TUNIX_TRAINER_COMMAND interprets model ids itself, so any well-formed id passes."""
+    if settings.TUNIX_TRAINER_COMMAND:
+        return
+    if model_catalog.lookup(model_id) is None:
+        raise ServiceError(model_catalog.unknown_model_message(model_id), field="model_id")
+    directory = checkpoint_directory(model_id)
+    # Checked only where it can be known here: a training, no download allowed, and the
+    # workers' model directory visible from this host.
+    if (
+        directory is None
+        or not trains
+        or settings.TUNIX_MODEL_DOWNLOAD
+        or not settings.TUNIX_MODELS_DIR_SHARED
+    ):
+        return
+    if missing := model_catalog.missing_checkpoint_files(directory):
+        raise ServiceError(
+            model_catalog.missing_checkpoint_message(model_id, directory, missing),
+            field="model_id",
+        )
+
+
+def _replay(user: User | None, key: str, fingerprint: str) -> TunixRun | None:
+    """The run an earlier request with this key made, if any; refuses a changed request."""
+    if user is None:
+        return None
+    earlier = (
+        TunixRun.objects.select_related("dataset")
+        .filter(created_by=user, client_request_id=key)
+        .first()
+    )
+    if earlier is not None and earlier.request_fingerprint != fingerprint:
+        raise IdempotencyMismatch(
+            f"idempotency key {key!r} was already used with a different request",
+            field="client_request_id",
+        )
+    return earlier
+
+
+def run_submit(*, user: authorization.UserLike, request: RunRequest, enqueue: bool) -> Submission:
+    """Register a pending run (and, with ``enqueue``, its queue task in the same transaction).
+
+    With a client_request_id the same request from the same user returns the first run; two
+    concurrent ones are settled by the unique constraint, not by a read-then-write.
+    """
+    if not authorization.can_launch(user):
+        raise Forbidden("launching runs needs the runs.add_tunixrun permission")
+    owner = authorization.real_user(user)
+    fields = _validated_fields(request)
+    fingerprint = fields["request_fingerprint"]
+    key = request.client_request_id
+    if key and (earlier := _replay(owner, key, fingerprint)):
+        return Submission(run=earlier, replayed=True)
+    try:
+        with timed_write("run_enqueue" if enqueue else "run_create"):
+            run = TunixRun.objects.create(**fields, client_request_id=key, created_by=owner)
+            if enqueue:
+                enqueue_run(run)
+    except IntegrityError:
+        # A concurrent request with the same key won the unique constraint.
+        if key and (earlier := _replay(owner, key, fingerprint)):
+            return Submission(run=earlier, replayed=True)
+        raise
+    metrics.RUNS_TOTAL.labels(RunStatus.PENDING).inc()
+    log.info(
+        "run_transition",
+        extra={"fields": {"run_id": run.id, "from": "", "to": RunStatus.PENDING, "attempt": 0}},
+    )
+    return Submission(run=run, replayed=False)
