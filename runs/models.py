@@ -138,6 +138,10 @@ class TunixRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
 
+    # True when the submitter did not wait for the run (the API's ?mode=async, the launch page's
+    # queue): a replay of its idempotency key answers as the first request did (202, not 201).
+    submitted_async = models.BooleanField(default=False)
+
     # NULL, not "", means "no key": the unique constraint applies only to given keys.
     client_request_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
@@ -238,6 +242,10 @@ class WorkerHeartbeat(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Which SECRET_KEY the worker signs and reads queue tasks with, as a short keyed digest that
+    # reveals nothing of the key: web hosts compare it with their own, since a worker with
+    # another key cannot read a single task they queue.
+    signing_key_id = models.CharField(max_length=32, blank=True, default="")
 
     def __str__(self) -> str:
         return self.worker_id
@@ -291,6 +299,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["run", "event_type", "endpoint"], name="webhook_one_event_per_endpoint"
