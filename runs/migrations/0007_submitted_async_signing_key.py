@@ -4,24 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0006_run_owner_list_idx'),
+        ("runs", "0006_run_owner_list_idx"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='webhookdelivery',
-            options={'ordering': ['-created_at'], 'verbose_name_plural': 'webhook deliveries'},
+            name="webhookdelivery",
+            options={"ordering": ["-created_at"], "verbose_name_plural": "webhook deliveries"},
         ),
         migrations.AddField(
-            model_name='tunixrun',
-            name='submitted_async',
+            model_name="tunixrun",
+            name="submitted_async",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='workerheartbeat',
-            name='signing_key_id',
-            field=models.CharField(blank=True, default='', max_length=32),
+            model_name="workerheartbeat",
+            name="signing_key_id",
+            field=models.CharField(blank=True, default="", max_length=32),
         ),
     ]
