@@ -7,18 +7,45 @@ number of clusters. Here the read takes its rows FOR UPDATE SKIP LOCKED (Postgre
 cluster gets different tasks at the first try. Where the database has no SKIP LOCKED (SQLite,
 with one writer at a time anyway) the stock behaviour is kept. Enqueueing, acknowledging and
 redelivery after ``retry`` seconds are unchanged.
+
+A task is signed with SECRET_KEY (salted with the queue's name) by whoever enqueues it, and a
+cluster that cannot verify the signature cannot run it. ``signing_key_id`` names the key without
+revealing it, so a web host can tell that a worker would not read its tasks (runs/health.py);
+``fail`` is where such a worker finds out.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+from datetime import timedelta
 from time import sleep
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
+
+from runs.models import WorkerHeartbeat
+
+log = logging.getLogger("tunix_rt.worker")
+
+# How long a task this cluster cannot read is kept from it, so a cluster that can read it
+# takes it first.
+HAND_BACK_SECONDS = 5
+
+
+def signing_key_id() -> str:
+    """A short keyed digest of what signs and verifies queue tasks here (SECRET_KEY and the
+    queue's name): equal on two hosts exactly when each can read the other's tasks, and useless
+    for recovering the key."""
+    message = f"tunix-rt signing key id\0{Conf.PREFIX}".encode()
+    key = str(Conf.SECRET_KEY or "").encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:16]
 
 
 class SkipLockedORM(ORM):  # type: ignore[misc]
@@ -43,3 +70,47 @@ class SkipLockedORM(ORM):  # type: ignore[misc]
             return tasks
         sleep(Conf.POLL)  # empty queue: spare the database
         return None
+
+    def fail(self, task_id: Any) -> None:
+        """django-q2's pusher calls this when it cannot verify a task's signature (or unpickle
+        it), and would delete the task: the run then waits for the reaper's orphan check while
+        the worker only logs "Failed to push task to queue". Say why instead, and while a live
+        worker with another signing key could read it, hand the task back for that worker
+        rather than destroying it."""
+        mine = signing_key_id()
+        since = timezone.now() - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
+        others = (
+            WorkerHeartbeat.objects.filter(seen_at__gte=since)
+            .exclude(signing_key_id__in=["", mine])
+            .exists()
+        )
+        fields = {"task": task_id, "signing_key_id": mine}
+        if others:
+            self.get_connection().filter(pk=task_id).update(
+                lock=timezone.now() + timedelta(seconds=HAND_BACK_SECONDS)
+            )
+            log.error(
+                "queue_task_unreadable",
+                extra={
+                    "fields": {
+                        **fields,
+                        "action": "handed_back",
+                        "cause": "signed with another SECRET_KEY or TUNIX_Q_NAME than this "
+                        "worker's; workers with another signing key are alive and may read it",
+                    }
+                },
+            )
+            return
+        log.error(
+            "queue_task_unreadable",
+            extra={
+                "fields": {
+                    **fields,
+                    "action": "deleted",
+                    "cause": "signed with another SECRET_KEY or TUNIX_Q_NAME than this worker's "
+                    "(or corrupt); give workers and web hosts the same SECRET_KEY. The reaper "
+                    "queues its run again after TUNIX_ORPHAN_AFTER_SECONDS",
+                }
+            },
+        )
+        super().fail(task_id)

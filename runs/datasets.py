@@ -1,6 +1,11 @@
 """JSONL dataset validation: streaming, bounded, and precise about the first bad line.
 
 Pure Python (no Django) so the worker's dry-run and the import path share one validator.
+
+Reasoning traces (the format of the service Tunix RT replaces: ``prompt``, ``final_answer``,
+``steps``, ``meta``, ``trace_version``) are accepted on import and stored converted, as
+prompt/completion records: training, the dry-run, the checksum and the record count then see
+one of the two stored formats, and the choice of keeping the reasoning is made once, at import.
 """
 
 from __future__ import annotations
@@ -16,6 +21,18 @@ KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 FORMAT_PROMPT_COMPLETION = "prompt_completion"
 FORMAT_CHAT = "chat"
+# Accepted on import only: stored as prompt_completion.
+FORMAT_REASONING_TRACE = "reasoning_trace"
+# Any of these, without 'completion' or 'messages', makes a record a trace.
+TRACE_FIELDS = ("final_answer", "steps", "trace_version")
+# What a trace's completion holds: its steps rendered as reasoning before the final answer, or
+# the final answer alone.
+REASONING_INCLUDE = "include"
+REASONING_OMIT = "omit"
+REASONING_CHOICES = (REASONING_INCLUDE, REASONING_OMIT)
+# Python's default limit on converting a digit string: the trainer reads the stored file with
+# the same json module, so a longer integer could not be read back.
+MAX_INT_DIGITS = 4300
 
 
 class DatasetError(ValueError):
@@ -46,11 +63,85 @@ class DatasetStats:
     sha256: str
     prompt_chars: int
     completion_chars: int
+    # The records' format as uploaded when it differs from the stored one (reasoning_trace).
+    source_format: str = ""
 
     @property
     def tokens_estimate(self) -> int:
         # About four characters a token for English text with a sub-word tokenizer.
         return (self.prompt_chars + self.completion_chars + 3) // 4
+
+
+def is_trace(record: dict[str, Any]) -> bool:
+    return (
+        "messages" not in record
+        and "completion" not in record
+        and any(name in record for name in TRACE_FIELDS)
+    )
+
+
+def render_trace_completion(final_answer: str, steps: list[str], reasoning: str) -> str:
+    """A trace's completion. With the reasoning, the layout the replaced service trained on
+    (its SFT export), so its clients' models see the completions they were trained with:
+
+        Reasoning:
+        1. <first step>
+        2. <second step>
+        Answer: <final answer>
+    """
+    if reasoning == REASONING_OMIT:
+        return final_answer
+    lines = [f"{number}. {text}" for number, text in enumerate(steps, 1)]
+    return "\n".join([*(["Reasoning:", *lines] if lines else []), f"Answer: {final_answer}"])
+
+
+def _trace_step(index: int, step: Any, seen: set[int]) -> str:
+    """One step's text: an object with ``content`` (and optionally ``i`` and ``type``, as the
+    replaced service wrote them) or a plain string."""
+    if isinstance(step, str):
+        content = step
+    elif isinstance(step, dict):
+        if not isinstance(step.get("content"), str):
+            raise ValueError(f"steps[{index}].content must be a string")
+        content = step["content"]
+        if "i" in step:
+            number = step["i"]
+            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                raise ValueError(f"steps[{index}].i must be a non-negative integer")
+            if number in seen:
+                raise ValueError(f"steps[{index}].i repeats step index {number}")
+            seen.add(number)
+        if "type" in step and not isinstance(step["type"], str):
+            raise ValueError(f"steps[{index}].type must be a string")
+    else:
+        raise ValueError(f"steps[{index}] must be an object with 'content' (or a string)")
+    if not content.strip():
+        raise ValueError(f"steps[{index}].content must not be empty")
+    return content
+
+
+def trace_to_prompt_completion(record: dict[str, Any], reasoning: str) -> dict[str, str]:
+    """The prompt/completion record stored for a reasoning-trace record; raises ValueError
+    naming the field at fault. Steps keep the order they have in the file; ``meta`` and
+    ``trace_version`` are checked for their type and not stored."""
+    for name in ("prompt", "final_answer", "steps"):
+        if name not in record:
+            raise ValueError(f"missing field '{name}' (reasoning-trace record)")
+    for name in ("prompt", "final_answer"):
+        if not isinstance(record[name], str):
+            raise ValueError(f"field '{name}' must be a string")
+    if not record["final_answer"].strip():
+        raise ValueError("field 'final_answer' must not be empty")
+    if not isinstance(record["steps"], list):
+        raise ValueError("field 'steps' must be a list")
+    if "trace_version" in record and not isinstance(record["trace_version"], str):
+        raise ValueError("field 'trace_version' must be a string")
+    if record.get("meta") is not None and not isinstance(record["meta"], dict):
+        raise ValueError("field 'meta' must be an object")
+    seen: set[int] = set()
+    steps = [_trace_step(index, step, seen) for index, step in enumerate(record["steps"])]
+    completion = render_trace_completion(record["final_answer"], steps, reasoning)
+    return {"prompt": record["prompt"], "completion": completion}
 
 
 def _record_format(record: Any) -> tuple[str, int, int]:
@@ -87,52 +178,116 @@ def _record_format(record: Any) -> tuple[str, int, int]:
     return FORMAT_PROMPT_COMPLETION, len(record["prompt"]), len(record["completion"])
 
 
+class _IntegerTooLong(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _IntegerTooLong(f"integer of {digits} digits is too long (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _encode_record(record: dict[str, str]) -> bytes:
+    try:
+        return json.dumps(record, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (from a \ud800 escape) has no UTF-8 form; escaped, it round-trips.
+        return json.dumps(record).encode()
+
+
 def validate_stream(
     chunks: Iterable[bytes] | IO[bytes],
     *,
     max_bytes: int,
     max_record_bytes: int,
     sink: IO[bytes] | None = None,
+    reasoning: str | None = None,
 ) -> DatasetStats:
-    """Validate JSONL read from ``chunks``, copying the bytes to ``sink`` as they pass.
+    """Validate JSONL read from ``chunks``, writing the dataset to store to ``sink``.
 
-    Raises DatasetError naming the first bad line. Memory stays bounded by max_record_bytes.
+    Prompt/completion and chat files are written as they arrive, byte for byte. Reasoning
+    traces are accepted only with ``reasoning`` (include or omit) and written converted, one
+    prompt/completion record a line. Size, checksum and character counts describe what is
+    written; ``max_bytes`` bounds what is read. Raises DatasetError naming the first bad line.
+    Memory stays bounded by max_record_bytes.
     """
+    if reasoning is not None and reasoning not in REASONING_CHOICES:
+        raise DatasetError(f"reasoning must be one of {', '.join(REASONING_CHOICES)}")
     digest = hashlib.sha256()
-    size = 0
+    size = written = 0
     count = prompt_chars = completion_chars = 0
     fmt: str | None = None
     line_no = 0
     pending = b""
+    held = b""  # blank lines before the first record: kept only if the file is not converted
 
-    def check(raw: bytes) -> None:
-        nonlocal count, prompt_chars, completion_chars, fmt
+    def emit(data: bytes) -> None:
+        nonlocal written
+        written += len(data)
+        digest.update(data)
+        if sink is not None:
+            sink.write(data)
+
+    def check(raw: bytes, ending: bytes) -> None:
+        nonlocal count, prompt_chars, completion_chars, fmt, held
         if len(raw) > max_record_bytes:
             raise DatasetError(f"record longer than {max_record_bytes} bytes", line=line_no)
         text = raw.strip()
-        if not text:
-            return  # blank lines are allowed and ignored
+        if not text:  # blank lines are allowed and ignored
+            if fmt is None:
+                held += raw + ending
+            elif fmt != FORMAT_REASONING_TRACE:
+                emit(raw + ending)
+            return
         try:
-            record = json.loads(text)
+            record = json.loads(text, parse_int=_parse_int)
         except UnicodeDecodeError:
             raise DatasetError("not valid UTF-8", line=line_no) from None
         except json.JSONDecodeError as exc:
             raise DatasetError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})", line=line_no
             ) from None
+        except _IntegerTooLong as exc:
+            raise DatasetError(str(exc), line=line_no) from None
         except RecursionError:
             raise DatasetError("JSON nested too deeply", line=line_no) from None
+        converted: dict[str, str] | None = None
         try:
-            record_fmt, p_chars, c_chars = _record_format(record)
+            if isinstance(record, dict) and is_trace(record):
+                if reasoning is None:
+                    raise ValueError(
+                        "a reasoning-trace record (final_answer, steps) is converted only on "
+                        "import (reasoning=include or omit); stored datasets hold "
+                        "prompt/completion or chat records"
+                    )
+                converted = trace_to_prompt_completion(record, reasoning)
+                record_fmt = FORMAT_REASONING_TRACE
+                p_chars, c_chars = len(converted["prompt"]), len(converted["completion"])
+            else:
+                record_fmt, p_chars, c_chars = _record_format(record)
         except ValueError as exc:
             raise DatasetError(str(exc), line=line_no) from None
         if fmt is None:
             fmt = record_fmt
+            if fmt != FORMAT_REASONING_TRACE:
+                emit(held)
+            held = b""
         elif record_fmt != fmt:
             raise DatasetError(
                 f"record is {record_fmt} but earlier records are {fmt}; do not mix formats",
                 line=line_no,
             )
+        if converted is not None:
+            line = _encode_record(converted)
+            if len(line) > max_record_bytes:
+                raise DatasetError(
+                    f"record longer than {max_record_bytes} bytes once converted", line=line_no
+                )
+            emit(line + b"\n")
+        else:
+            emit(raw + ending)
         count += 1
         prompt_chars += p_chars
         completion_chars += c_chars
@@ -146,28 +301,27 @@ def validate_stream(
         size += len(chunk)
         if size > max_bytes:
             raise DatasetError(f"file larger than {max_bytes} bytes")
-        digest.update(chunk)
-        if sink is not None:
-            sink.write(chunk)
         pending += chunk
         start = 0
         while (newline := pending.find(b"\n", start)) >= 0:
             line_no += 1
-            check(pending[start:newline])
+            check(pending[start:newline], b"\n")
             start = newline + 1
         pending = pending[start:]
         if len(pending) > max_record_bytes:
             raise DatasetError(f"record longer than {max_record_bytes} bytes", line=line_no + 1)
     if pending:
         line_no += 1
-        check(pending)
+        check(pending, b"")
     if count == 0 or fmt is None:
         raise DatasetError("dataset has no records")
+    converted_from = fmt == FORMAT_REASONING_TRACE
     return DatasetStats(
-        format=fmt,
+        format=FORMAT_PROMPT_COMPLETION if converted_from else fmt,
         record_count=count,
-        size_bytes=size,
+        size_bytes=written,
         sha256=digest.hexdigest(),
         prompt_chars=prompt_chars,
         completion_chars=completion_chars,
+        source_format=fmt if converted_from else "",
     )

@@ -31,7 +31,8 @@ def _migrations_applied() -> bool:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: database reachable, migrations applied, a worker heart-beating."""
+    """Ready to serve: database reachable, migrations applied, a worker heart-beating, and
+    every live worker able to read the tasks this host queues (same SECRET_KEY)."""
     from runs import selectors
 
     checks: dict[str, dict[str, object]] = {}
@@ -48,7 +49,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
             if applied
             else {"ok": False, "reason": "migrations not applied: run manage.py migrate"}
         )
-        newest = selectors.worker_last_seen()
+        fleet = selectors.worker_fleet()
+        newest = fleet.newest_seen
         limit = timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
         if newest is None:
             checks["worker"] = {"ok": False, "reason": "no worker has ever reported"}
@@ -57,6 +59,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
             checks["worker"] = {
                 "ok": False,
                 "reason": f"newest worker heartbeat is {age:.0f} s old (limit {limit.seconds} s)",
+            }
+        elif fleet.foreign_hosts:
+            # A worker that cannot verify this host's task signatures drops (or hands back)
+            # every run queued here, while its heartbeat looks healthy.
+            checks["worker"] = {
+                "ok": False,
+                "reason": selectors.describe_foreign_workers(fleet.foreign_hosts),
             }
         else:
             checks["worker"] = {"ok": True}

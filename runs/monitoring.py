@@ -50,6 +50,12 @@ class ClusterCollector(Collector):
             ),
             ("tunix_runs_running", "Runs executing now", queue.running),
             ("tunix_workers_alive", "Worker processes with a fresh heartbeat", queue.workers_alive),
+            (
+                "tunix_workers_foreign_key",
+                "Live workers that sign queue tasks with another SECRET_KEY (they cannot read "
+                "what this web host queues)",
+                queue.workers_foreign_key,
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         if queue.newest_heartbeat_age_seconds is not None:

@@ -1,10 +1,13 @@
 """Training progress as the trainer reports it on stdout, one machine-readable line per event:
 
-    TUNIX_PROGRESS {"step": 5, "total_steps": 20, "loss": 2.75}
+    TUNIX_PROGRESS {"step": 5, "total_steps": 20, "loss": 2.75, "loss_mean": 2.91}
     TUNIX_RESULT {"train_loss": 2.1, "eval_loss": 2.4, "steps": 20, "tokens_per_second": 812.5,
                   "wall_seconds": 11.2}
     TUNIX_ERROR {"reason": "model_unavailable", "message": "why the trainer refused the run"}
 
+``loss`` is that step's batch loss (the loss curve's point); ``loss_mean`` and the result's
+``train_loss`` are the mean of the last TRAIN_LOSS_WINDOW steps' batch losses (of all of them
+while there are fewer), since one batch's loss swings with what that batch happened to hold.
 Anything else on stdout is ordinary output. Like the executor, this module imports nothing from
 Django: the worker feeds it lines and reads what changed on its heartbeat tick.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +27,7 @@ ERROR_PREFIX = "TUNIX_ERROR "
 MAX_LINE_CHARS = 4096  # a progress line is small; a longer one is ordinary output
 MAX_CURVE_POINTS = 200  # the stored loss curve; older points are thinned, never the newest
 RESULT_KEYS = ("train_loss", "eval_loss", "steps", "tokens_per_second", "wall_seconds")
+TRAIN_LOSS_WINDOW = 10  # steps the reported training loss is averaged over
 
 
 def _number(value: Any) -> float | None:
@@ -49,6 +54,22 @@ def _payload(line: str, prefix: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+class LossWindow:
+    """The mean of the last ``size`` steps' losses."""
+
+    def __init__(self, size: int = TRAIN_LOSS_WINDOW) -> None:
+        self.losses: deque[float] = deque(maxlen=size)
+
+    def add(self, loss: float) -> float:
+        """Take one step's loss; returns the mean of the window."""
+        self.losses.append(loss)
+        return self.mean()
+
+    def mean(self) -> float:
+        """0.0 before the first step (callers add before they ask)."""
+        return math.fsum(self.losses) / len(self.losses) if self.losses else 0.0
+
+
 def thin(curve: list[list[float]], limit: int = MAX_CURVE_POINTS) -> list[list[float]]:
     """At most ``limit`` points: every other one of the older points goes, the newest stays."""
     while len(curve) > limit:
@@ -61,6 +82,7 @@ class ProgressTracker:
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
+    loss_mean: float | None = None  # over the trainer's window (TRAIN_LOSS_WINDOW steps)
     curve: list[list[float]] = field(default_factory=list)
     result: dict[str, float] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # (reason, message) the trainer gave for failing
@@ -86,6 +108,7 @@ class ProgressTracker:
             if loss is not None:
                 self.loss = loss
                 self.curve = thin([*self.curve, [step, round(loss, 6)]])
+                self.loss_mean = _number(data.get("loss_mean"))
             self.changed = True
         elif (data := _payload(line, RESULT_PREFIX)) is not None:
             for key in RESULT_KEYS:
@@ -103,6 +126,8 @@ class ProgressTracker:
         progress: dict[str, Any] = {}
         if self.step is not None:
             progress = {"step": self.step, "total_steps": self.total_steps, "loss": self.loss}
+            if self.loss_mean is not None:  # trainers that report it (the built-in one does)
+                progress["loss_mean"] = self.loss_mean
         return {"progress": progress, "loss_curve": self.curve, "metrics": dict(self.result)}
 
     def take(self) -> dict[str, Any] | None:

@@ -303,12 +303,78 @@ def process_metrics_data() -> Iterator[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class WorkerFleet:
+    """The workers as a web host sees them."""
+
+    newest_seen: datetime | None  # None before any worker reported
+    alive: int  # worker processes with a heartbeat within TUNIX_STALE_AFTER_SECONDS
+    # Hosts of live workers that read queue tasks with another SECRET_KEY (or queue name) than
+    # this process, so cannot run what it queues. Workers that do not report a key (an older
+    # release) are given the benefit of the doubt.
+    foreign_hosts: list[str]
+    foreign: int  # how many live worker processes that is
+
+    @property
+    def readable(self) -> int:
+        """Live workers that can read the tasks this process queues."""
+        return self.alive - self.foreign
+
+
+def worker_fleet(*, signing_key_id: str | None = None) -> WorkerFleet:
+    """Live workers, and which of them sign queue tasks with another key than
+    ``signing_key_id`` (this process's, runs.broker.signing_key_id, by default)."""
+    from runs.broker import signing_key_id as own_key_id
+
+    key_id = own_key_id() if signing_key_id is None else signing_key_id
+    alive = WorkerHeartbeat.objects.filter(
+        seen_at__gte=timezone.now() - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
+    )
+    foreign = list(alive.exclude(signing_key_id__in=["", key_id]).values_list("host", flat=True))
+    return WorkerFleet(
+        newest_seen=worker_last_seen(),
+        alive=alive.count(),
+        foreign_hosts=sorted(set(foreign)),
+        foreign=len(foreign),
+    )
+
+
+def describe_foreign_workers(hosts: list[str]) -> str:
+    """Why a web host's runs are not picked up by these worker hosts, in one sentence."""
+    named = ", ".join(hosts)
+    subject = f"worker host {named} signs" if len(hosts) == 1 else f"worker hosts {named} sign"
+    return (
+        f"{subject} queue tasks with a different SECRET_KEY (or TUNIX_Q_NAME) than this web "
+        "host, so cannot read the runs it queues; give every host the same SECRET_KEY"
+    )
+
+
+def run_wait_reason(*, run: TunixRun) -> str | None:
+    """Why a pending run is not being picked up, when the cause is that no worker can take it:
+    none is alive, or every live one reads queue tasks with another key. None otherwise (it is
+    simply waiting its turn), and for a run that is not pending."""
+    if run.status != RunStatus.PENDING:
+        return None
+    fleet = worker_fleet()
+    if fleet.alive == 0:
+        if fleet.newest_seen is None:
+            return "no worker has ever reported: start one with manage.py qcluster"
+        age = (timezone.now() - fleet.newest_seen).total_seconds()
+        return f"no worker is running: the newest worker heartbeat is {age:.0f} s old"
+    if fleet.readable == 0:
+        return describe_foreign_workers(fleet.foreign_hosts)
+    return None
+
+
+@dataclass(frozen=True)
 class QueueGauges:
     pending: int
     oldest_pending_age_seconds: float  # 0 when none waits
     running: int
     workers_alive: int
     newest_heartbeat_age_seconds: float | None  # None before any worker reported
+    # Live workers that sign queue tasks with another key than this process (a gauge for
+    # /metrics: above 0, they cannot read what this web host queues).
+    workers_foreign_key: int = 0
 
 
 def queue_gauges() -> QueueGauges:
@@ -317,14 +383,13 @@ def queue_gauges() -> QueueGauges:
     now = timezone.now()
     pending = TunixRun.objects.filter(status=RunStatus.PENDING)
     oldest = pending.aggregate(oldest=Min("queued_at"))["oldest"]
-    newest = worker_last_seen()
-    alive = WorkerHeartbeat.objects.filter(
-        seen_at__gte=now - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
-    ).count()
+    fleet = worker_fleet()
+    newest = fleet.newest_seen
     return QueueGauges(
         pending=pending.count(),
         oldest_pending_age_seconds=(now - oldest).total_seconds() if oldest else 0.0,
         running=TunixRun.objects.filter(status=RunStatus.RUNNING).count(),
-        workers_alive=alive,
+        workers_alive=fleet.alive,
         newest_heartbeat_age_seconds=(now - newest).total_seconds() if newest else None,
+        workers_foreign_key=fleet.foreign,
     )

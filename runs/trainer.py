@@ -8,9 +8,12 @@ with Tunix's ``PeftTrainer`` and optax (full fine-tuning, or LoRA when ``lora_ra
 writes Orbax checkpoints and TensorBoard metrics into the run's directory, and reports on
 stdout, one line each (see runs/progress.py):
 
-    TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81}
+    TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81, "loss_mean": 5.02}
     TUNIX_RESULT {"train_loss": ..., "eval_loss": ..., "steps": ..., "tokens_per_second": ...}
     TUNIX_ERROR {"reason": Reason.MODEL_UNAVAILABLE, "message": "..."}   (then exit code 2)
+
+``loss`` is the step's batch loss; ``loss_mean`` and ``train_loss`` are the mean over the last
+progress.TRAIN_LOSS_WINDOW steps.
 
 No Django: this runs on a worker host in a fresh interpreter. JAX and Tunix are imported only
 once the config has been read and checked, so a bad config fails in milliseconds.
@@ -35,7 +38,7 @@ from typing import Any
 from runs import model_catalog
 from runs.dryrun import ATTEMPT_PREFIX
 from runs.outcomes import Reason
-from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX
+from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX, LossWindow
 
 EXIT_REFUSED = 2  # the trainer refused the run and said why on a TUNIX_ERROR line
 MAX_EVALS = 10  # evaluations per run, the last one always after the final step
@@ -364,6 +367,23 @@ def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tu
     return model, tokenizer
 
 
+def step_reporter(total_steps: int, seen: dict[str, float]) -> Callable[[int, float], None]:
+    """What the trainer says after each step: its progress line, with the step's batch loss
+    and the mean over the last TRAIN_LOSS_WINDOW steps, which is also what the result line
+    reports as ``train_loss`` (one batch's loss is too noisy to stand for the run)."""
+    window = LossWindow()
+
+    def report(step: int, loss: float) -> None:
+        mean = window.add(loss)
+        seen["train_loss"] = mean
+        emit(
+            PROGRESS_PREFIX,
+            {"step": step, "total_steps": total_steps, "loss": loss, "loss_mean": mean},
+        )
+
+    return report
+
+
 def with_lora(model: Any, family: str, rank: int, alpha: float, seed: int) -> Any:
     import qwix
     from flax import nnx
@@ -453,6 +473,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         [to_input(b) for b in eval_batches(eval_examples, batch_size)] if eval_examples else None
     )
     seen: dict[str, float] = {}
+    report_step = step_reporter(total_steps, seen)
 
     class Report(hooks.TrainingHooks):  # type: ignore[misc]
         def on_train_start(self, _trainer: Any) -> None: ...
@@ -461,9 +482,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         def on_eval_step_start(self, _trainer: Any) -> None: ...
 
         def on_train_step_end(self, _trainer: Any, step: int, loss: Any) -> None:
-            value = float(np.mean(np.asarray(loss)))
-            seen["train_loss"] = value
-            emit(PROGRESS_PREFIX, {"step": int(step), "total_steps": total_steps, "loss": value})
+            report_step(int(step), float(np.mean(np.asarray(loss))))
 
         def on_eval_step_end(self, _trainer: Any, eval_loss: Any) -> None:
             # Tunix hands over the sum over evaluation batches; report the mean.

@@ -3,7 +3,9 @@
 The drain flag is a multiprocessing Event created in the qcluster master before the cluster
 forks, so every worker inherits it; runs' qcluster command sets it on SIGTERM. The reaper runs
 as a daemon thread in every worker process (django-q2's post_spawn signal), so recovery needs no
-extra process and works on every host that runs a cluster.
+extra process and works on every host that runs a cluster. Each tick also writes the worker's
+heartbeat, with the id of the key it reads queue tasks with (runs.broker.signing_key_id), which
+web hosts compare with their own.
 """
 
 from __future__ import annotations
@@ -70,8 +72,14 @@ def _reaper_loop() -> None:
 def start_reaper(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:
     """post_spawn receiver: one reaper thread per worker process."""
     from runs import metrics
+    from runs.broker import signing_key_id
 
     metrics.set_role("worker")
     thread = threading.Thread(target=_reaper_loop, name="tunix-reaper", daemon=True)
     thread.start()
-    log.info("reaper_started", extra={"fields": {"process": proc_name}})
+    # The key id is what /readyz compares across hosts: logging it lets an operator match a
+    # "different SECRET_KEY" report to this host's log.
+    log.info(
+        "reaper_started",
+        extra={"fields": {"process": proc_name, "signing_key_id": signing_key_id()}},
+    )

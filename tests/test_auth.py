@@ -130,6 +130,12 @@ def test_a_wrong_password_gets_no_token(api_client: APIClient, user: User) -> No
     assert "Unable to log in" in body["detail"]
 
 
+def test_an_overlong_username_is_a_400_naming_it_not_a_500(api_client: APIClient) -> None:
+    answer = api_client.post("/api/auth/token", {"username": "u" * 300, "password": "x"})
+    body = problem(answer, 400)
+    assert body["errors"][0]["field"] == "username"
+
+
 @pytest.mark.parametrize("header", ["Token not-a-real-token", "Token", "Token a b"])
 def test_a_bad_token_is_a_401_problem(api_client: APIClient, header: str) -> None:
     api_client.credentials(HTTP_AUTHORIZATION=header)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -186,6 +190,44 @@ def test_launch_errors_are_shown_inline_and_create_nothing(web: Client, demo_dat
     assert not TunixRun.objects.exists()
 
 
+def test_launch_shows_every_error_at_once(web: Client, demo_dataset: Any) -> None:
+    """An unknown model is refused in the same answer as a bad hyperparameter, not only once
+    the hyperparameters are fixed."""
+    response = web.post(
+        "/runs/new",
+        {
+            "dataset": "tunix-demo-v1",
+            "model_id": "acme/no-such-model",
+            "mode": "dry-run",
+            "execution": "async",
+            "learning_rate": "0",
+        },
+    )
+    assert response.status_code == 200
+    page = html(response)
+    assert 'data-testid="error-learning_rate"' in page
+    assert 'data-testid="error-model_id"' in page
+    assert "unknown model &#x27;acme/no-such-model&#x27;" in page
+    assert not TunixRun.objects.exists()
+
+
+def test_launch_accepts_any_model_id_a_custom_trainer_takes(
+    web: Client, demo_dataset: Any, settings: Any
+) -> None:
+    # A custom trainer interprets model ids itself: the form refuses no more than the service.
+    settings.TUNIX_TRAINER_COMMAND = ["my-trainer"]
+    web.post(
+        "/runs/new",
+        {
+            "dataset": "tunix-demo-v1",
+            "model_id": "acme/no-such-model",
+            "mode": "dry-run",
+            "execution": "async",
+        },
+    )
+    assert TunixRun.objects.get().model_id == "acme/no-such-model"
+
+
 def test_launch_needs_the_permission(client: Client, user: User, demo_dataset: Any) -> None:
     client.force_login(user)
     assert client.get("/runs/new").status_code == 403
@@ -234,6 +276,23 @@ def test_dataset_page_uploads_and_shows_errors_inline(
     done = web.post("/datasets", {"key": "page-v1", "file": good}, follow=True)
     assert 'data-testid="dataset-row-page-v1"' in html(done)
     assert "Imported page-v1: 1 records." in html(done)
+
+
+def test_the_dataset_page_imports_reasoning_traces_with_or_without_the_steps(
+    web: Client, jsonl: Callable[..., bytes]
+) -> None:
+    trace = {"prompt": "2+2?", "steps": ["add two and two"], "final_answer": "4"}
+    for key, reasoning in (("with-steps-v1", "include"), ("answer-only-v1", "omit")):
+        upload = SimpleUploadedFile("t.jsonl", jsonl(trace))
+        done = web.post("/datasets", {"key": key, "file": upload, "reasoning": reasoning})
+        assert done.status_code == 302, html(done)
+    stored = {
+        d.key: (Path(settings.TUNIX_DATASETS_ROOT) / d.file_path).read_text()
+        for d in Dataset.objects.all()
+    }
+    assert "add two and two" in stored["with-steps-v1"]
+    assert "add two and two" not in stored["answer-only-v1"]
+    assert json.loads(stored["answer-only-v1"])["completion"] == "4"
 
 
 def test_favicon_is_served(web: Client) -> None:
@@ -311,3 +370,46 @@ def test_the_detail_fragment_changes_when_the_output_grows(web: Client, run: Tun
     )
     assert grown.status_code == 200
     assert "step 1 done" in html(grown)
+
+
+TIME = re.compile(r'<time datetime="([^"]+)">([^<]*)</time>')
+
+
+def shown_times(response: Any) -> list[tuple[str, str]]:
+    return TIME.findall(html(response))
+
+
+def test_every_timestamp_names_its_zone_the_same_way_everywhere(
+    web: Client, demo_dataset: Any
+) -> None:
+    run = TunixRunFactory(completed=True, dataset=demo_dataset)
+    hx = {"HX-Request": "true"}
+    pages = {
+        "list": (web.get("/"), 2),  # the run's queued and started
+        "rows": (web.get("/runs/rows", headers=hx), 2),
+        "detail": (web.get(f"/runs/{run.id}"), 3),  # queued, started, finished
+        "live": (web.get(f"/runs/{run.id}/live", headers=hx), 3),
+        "datasets": (web.get("/datasets"), 1),  # when the dataset was added
+    }
+    for name, (response, at_least) in pages.items():
+        times = shown_times(response)
+        assert len(times) >= at_least, (name, times)
+        for moment, text in times:
+            assert moment.endswith("+00:00"), (name, moment)
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), (name, text)
+    queued = run.queued_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    for name in ("list", "rows", "detail", "live"):
+        assert queued in [text for _, text in shown_times(pages[name][0])], name
+
+
+def test_timestamps_follow_the_configured_zone(
+    web: Client, demo_dataset: Any, settings: Any
+) -> None:
+    settings.TIME_ZONE = "Asia/Kolkata"
+    run = TunixRunFactory(completed=True, dataset=demo_dataset)
+    for response in (web.get("/"), web.get(f"/runs/{run.id}"), web.get("/datasets")):
+        times = shown_times(response)
+        assert times
+        for moment, text in times:
+            assert moment.endswith("+05:30")
+            assert text.endswith(" IST")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,9 @@ MIDDLEWARE = [
     # First real work of a request: a shed request costs no session, CSRF or database work.
     "runs.shedding.LoadSheddingMiddleware",
     "runs.monitoring.FlushMiddleware",
+    # Before the middleware that checks the Host, and outside URL resolution: under DEBUG it
+    # answers what they refuse under /api/ as problem+json instead of a debug page.
+    "runs.problems.DebugApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -316,6 +320,12 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Persistent connections with health checks; never Django's "pool" option, which forked
     # django-q2 workers would share.
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+    if sys.argv[1:2] == ["runserver"]:
+        # runserver serves every request on a new thread and never closes that thread's
+        # connection: kept alive, they pile up until PostgreSQL refuses clients. Closing each
+        # at the end of its request holds one per request in flight. (`make run` serves with
+        # gunicorn, whose fixed threads keep theirs.)
+        _db["CONN_MAX_AGE"] = 0
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"].setdefault("connect_timeout", 5)

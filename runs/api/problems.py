@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
+import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.defaults import bad_request, page_not_found
 from rest_framework import exceptions
@@ -13,7 +13,14 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from runs.problems import PROBLEM_CONTENT_TYPE, problem, problem_response
+from runs.problems import (
+    API_PREFIX,
+    PROBLEM_CONTENT_TYPE,
+    problem,
+    problem_response,
+    request_error,
+    unknown_endpoint,
+)
 from runs.services.errors import (
     Conflict,
     Forbidden,
@@ -57,6 +64,23 @@ def service_error_to_api(exc: ServiceError) -> exceptions.APIException:
     return exceptions.ValidationError(exc.message)
 
 
+def request_error_to_api(
+    exc: SuspiciousOperation | BadRequest, request: Any
+) -> exceptions.APIException:
+    """What Django refuses while a view reads the request (a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields). Answered here rather than left to
+    handler400, which Django skips under DEBUG for its HTML debug page."""
+    status, detail = request_error(exc)
+    if isinstance(exc, SuspiciousOperation):
+        # The log line Django's own handling writes, which operators may alert on.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").error(
+            detail, extra={"status_code": status, "request": getattr(request, "_request", None)}
+        )
+    error = exceptions.APIException(detail)
+    error.status_code = status
+    return error
+
+
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         exc = service_error_to_api(exc)
@@ -64,6 +88,8 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, SuspiciousOperation | BadRequest):
+        exc = request_error_to_api(exc, context.get("request"))
     response = exception_handler(exc, context)
     if response is None:
         return None  # unexpected: Django's 500 handling and logging take over
@@ -94,16 +120,15 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
 
 def api_aware_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler404: a problem+json answer anywhere under /api/, Django's page elsewhere."""
-    if request.path.startswith("/api/"):
-        return problem_response(404, f"no such endpoint {request.path}", instance=request.path)
+    if request.path.startswith(API_PREFIX):
+        return unknown_endpoint(request)
     return page_not_found(request, exception)
 
 
 def api_aware_bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """handler400: what Django refuses before any view runs (a body over
-    DATA_UPLOAD_MAX_MEMORY_SIZE, a bad Host), as problem+json under /api/."""
-    if request.path.startswith("/api/"):
-        status = 413 if isinstance(exception, RequestDataTooBig) else 400
-        detail = str(exception) or HTTPStatus(status).phrase
+    """handler400: what Django refuses before any view runs (a bad Host), as problem+json
+    under /api/."""
+    if request.path.startswith(API_PREFIX):
+        status, detail = request_error(exception)
         return problem_response(status, detail, instance=request.path)
     return bad_request(request, exception)

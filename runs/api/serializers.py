@@ -12,9 +12,11 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
-from runs import training_config
+from runs import selectors, training_config
+from runs.datasets import REASONING_CHOICES, REASONING_INCLUDE
 from runs.execution import MODES
 from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus, TunixRun
+from runs.progress import TRAIN_LOSS_WINDOW
 from runs.selectors import RunRow
 from runs.services import RunRequest
 
@@ -237,13 +239,20 @@ class RunProgressSerializer(serializers.Serializer[Any]):
 
     step = serializers.IntegerField(required=False)
     total_steps = serializers.IntegerField(required=False)
-    loss = serializers.FloatField(required=False)
+    loss = serializers.FloatField(required=False, help_text="this step's batch loss")
+    loss_mean = serializers.FloatField(
+        required=False,
+        help_text=f"mean batch loss of the last {TRAIN_LOSS_WINDOW} steps (all, if fewer)",
+    )
 
 
 class RunMetricsSerializer(serializers.Serializer[Any]):
     """A finished training's summary, as its trainer reported it."""
 
-    train_loss = serializers.FloatField(required=False)
+    train_loss = serializers.FloatField(
+        required=False,
+        help_text=f"mean batch loss of the last {TRAIN_LOSS_WINDOW} steps (all, if fewer)",
+    )
     eval_loss = serializers.FloatField(required=False)
     steps = serializers.FloatField(required=False)
     tokens_per_second = serializers.FloatField(required=False)
@@ -260,6 +269,10 @@ class RunDetailSerializer(RunListItemSerializer):
         help_text="[step, loss] pairs, thinned to at most a few hundred",
     )
     message = serializers.SerializerMethodField()
+    wait_reason = serializers.SerializerMethodField(
+        help_text="Why a pending run is not picked up (no live worker, or none that can read "
+        "its queue task); null when it is simply waiting its turn"
+    )
     created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
@@ -272,6 +285,7 @@ class RunDetailSerializer(RunListItemSerializer):
             "stderr",
             "error_message",
             "message",
+            "wait_reason",
             "output_dir",
             "progress",
             "loss_curve",
@@ -282,6 +296,9 @@ class RunDetailSerializer(RunListItemSerializer):
             "created_by",
         ]
         read_only_fields = fields
+
+    def get_wait_reason(self, run: TunixRun) -> str | None:
+        return selectors.run_wait_reason(run=run)
 
     def get_message(self, run: TunixRun) -> str:
         if run.status == RunStatus.COMPLETED:
@@ -328,4 +345,14 @@ class DatasetSerializer(serializers.ModelSerializer[Dataset]):
 
 class DatasetUploadSerializer(StrictSerializer):
     key = serializers.CharField(max_length=128, help_text="name-version, e.g. my-data-v1")
-    file = serializers.FileField(help_text="JSONL: prompt/completion or chat messages")
+    file = serializers.FileField(
+        help_text="JSONL: prompt/completion, chat messages, or reasoning traces (prompt, "
+        "final_answer, steps), which are stored as prompt/completion"
+    )
+    reasoning = serializers.ChoiceField(
+        choices=REASONING_CHOICES,
+        default=REASONING_INCLUDE,
+        help_text="Reasoning traces only: include stores each completion as the numbered steps "
+        "then 'Answer: <final_answer>'; omit stores the final answer alone. Ignored for other "
+        "formats.",
+    )

@@ -41,6 +41,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from runs import artifacts, authorization, model_catalog, selectors, services
+from runs.api.parsers import require_content_length
 from runs.api.serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
@@ -178,10 +179,12 @@ class RunViewSet(viewsets.ViewSet):
             400: PROBLEM,
             401: PROBLEM,
             403: PROBLEM,
+            411: PROBLEM,
             422: PROBLEM,
         },
     )
     def submit(self, request: Request) -> Response:
+        require_content_length(request.META)
         mode = request.query_params.get("mode", "sync")
         if mode not in {"sync", "async"}:
             raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync or async"]})
@@ -199,16 +202,21 @@ class RunViewSet(viewsets.ViewSet):
             run_request = run_request.with_key(header_key)
         if mode == "async":
             submission = services.run_submit(user=request.user, request=run_request, enqueue=True)
-            status_url = request.build_absolute_uri(
-                reverse("api:run-status", kwargs={"run_id": submission.run.id})
-            )
-            body = accepted_item(submission.run, status_url)
-            code: int = http_status.HTTP_202_ACCEPTED
         else:
             submission = services.run_sync(user=request.user, request=run_request)
-            body = RunDetailSerializer(submission.run).data
+        run = submission.run
+        # The run records how it was first submitted: a replay answers with that request's
+        # status code and body shape, whatever ?mode the replay asks for.
+        if run.submitted_async:
+            status_url = request.build_absolute_uri(
+                reverse("api:run-status", kwargs={"run_id": run.id})
+            )
+            body = accepted_item(run, status_url)
+            code: int = http_status.HTTP_202_ACCEPTED
+        else:
+            body = RunDetailSerializer(run).data
             code = http_status.HTTP_201_CREATED
-        headers = {"Location": _run_url(request, submission.run.id)}
+        headers = {"Location": _run_url(request, run.id)}
         if submission.replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(body, status=code, headers=headers)
@@ -416,9 +424,16 @@ class DatasetViewSet(viewsets.ViewSet):
     @extend_schema(
         operation_id="dataset_upload",
         request={"multipart/form-data": DatasetUploadSerializer},
-        responses={201: DatasetSerializer, 400: PROBLEM, 409: PROBLEM, 413: PROBLEM},
+        responses={
+            201: DatasetSerializer,
+            400: PROBLEM,
+            409: PROBLEM,
+            411: PROBLEM,
+            413: PROBLEM,
+        },
     )
     def create(self, request: Request) -> Response:
+        require_content_length(request.META)
         # Refuse an oversized upload from its header, before Django spools the body to disk.
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.TUNIX_DATASET_MAX_BYTES + UPLOAD_OVERHEAD_BYTES:
@@ -430,7 +445,10 @@ class DatasetViewSet(viewsets.ViewSet):
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         dataset = services.dataset_import(
-            key=serializer.validated_data["key"], source=upload.chunks(), user=request.user
+            key=serializer.validated_data["key"],
+            source=upload.chunks(),
+            user=request.user,
+            reasoning=serializer.validated_data["reasoning"],
         )
         location = request.build_absolute_uri(
             reverse("api:dataset-detail", kwargs={"key": dataset.key})

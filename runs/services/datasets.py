@@ -1,4 +1,8 @@
-"""Registering datasets: a JSONL upload validated line by line, stored, and recorded."""
+"""Registering datasets: a JSONL upload validated line by line, stored, and recorded.
+
+A reasoning-trace upload is stored converted to prompt/completion records (runs/datasets.py),
+with or without its reasoning steps as the uploader chose: the registry, the dry-run and the
+trainer only ever see the stored formats."""
 
 from __future__ import annotations
 
@@ -13,7 +17,13 @@ from django.conf import settings
 from django.db import IntegrityError
 
 from runs import authorization
-from runs.datasets import DatasetError, validate_key, validate_stream
+from runs.datasets import (
+    REASONING_CHOICES,
+    REASONING_INCLUDE,
+    DatasetError,
+    validate_key,
+    validate_stream,
+)
 from runs.models import Dataset
 from runs.paths import safe_join
 from runs.services.errors import Conflict, Forbidden, ServiceError
@@ -23,11 +33,23 @@ log = logging.getLogger("tunix_rt.runs")
 
 
 def dataset_import(
-    *, key: str, source: IO[bytes] | Iterable[bytes], user: authorization.UserLike = None
+    *,
+    key: str,
+    source: IO[bytes] | Iterable[bytes],
+    user: authorization.UserLike = None,
+    reasoning: str = REASONING_INCLUDE,
 ) -> Dataset:
-    """Validate a JSONL upload and register it. A refused file leaves no row and no file."""
+    """Validate a JSONL upload and register it. A refused file leaves no row and no file.
+
+    ``reasoning`` applies to reasoning-trace files only: ``include`` stores each completion as
+    the trace's steps followed by its final answer (what the replaced service trained on),
+    ``omit`` stores the final answer alone. Other formats are stored as uploaded."""
     if not authorization.can_upload_datasets(user):
         raise Forbidden("uploading datasets needs the runs.add_dataset permission")
+    if reasoning not in REASONING_CHOICES:
+        raise ServiceError(
+            f"reasoning must be one of {', '.join(REASONING_CHOICES)}", field="reasoning"
+        )
     try:
         validate_key(key)
     except DatasetError as exc:
@@ -48,6 +70,7 @@ def dataset_import(
                     max_bytes=settings.TUNIX_DATASET_MAX_BYTES,
                     max_record_bytes=settings.TUNIX_DATASET_MAX_RECORD_BYTES,
                     sink=sink,
+                    reasoning=reasoning,
                 )
             except DatasetError as exc:
                 raise ServiceError(str(exc), field="file") from None
@@ -71,10 +94,10 @@ def dataset_import(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info(
-        "dataset_imported",
-        extra={"fields": {"key": key, "records": stats.record_count, "bytes": stats.size_bytes}},
-    )
+    fields = {"key": key, "records": stats.record_count, "bytes": stats.size_bytes}
+    if stats.source_format:
+        fields.update(converted_from=stats.source_format, reasoning=reasoning)
+    log.info("dataset_imported", extra={"fields": fields})
     return dataset
 
 

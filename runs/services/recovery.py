@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from runs import authorization, metrics, selectors
+from runs import authorization, broker, metrics, selectors
 from runs.models import RunStatus, TunixRun, WorkerHeartbeat
 from runs.outcomes import Ending, Reason, RunOutcome
 from runs.services.errors import Conflict, Forbidden, NotFound
@@ -76,33 +76,89 @@ class ReapReport:
     requeued: list[UUID]
     failed: list[UUID]
     reenqueued: list[UUID]
+    dropped_tasks: int = 0  # queue rows claimed by a lost worker or for a finished run
 
 
-def _queued_run_ids() -> set[str]:
-    """Run ids that have a task in the queue (delivered or not, until acknowledged)."""
-    from django.core.signing import BadSignature
+# A claimed row's lock is its claim time + Q_CLUSTER["retry"] (hours); an unclaimed one's is
+# its enqueue time (or a few seconds ahead: another host's clock, a hand-back by a worker that
+# could not read it). Anything locked beyond this margin is held by a cluster.
+_CLAIM_MARGIN = timedelta(seconds=60)
+_LIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+
+
+@dataclass(frozen=True)
+class _QueueRow:
+    id: int
+    run_id: str
+    lock: datetime
+
+    def claimed(self, now: datetime) -> bool:
+        return self.lock > now + _CLAIM_MARGIN
+
+    def claimed_at(self) -> datetime:
+        from django_q.conf import Conf
+
+        return self.lock - timedelta(seconds=Conf.RETRY)
+
+
+def _run_task_rows(*, claimed_after: datetime | None = None) -> list[_QueueRow]:
+    """The queue's rows for runs (all of them, or those locked past ``claimed_after``), read as
+    this process can: rows of other task kinds, of another app, or signed with another key are
+    left out."""
     from django_q.models import OrmQ
     from django_q.signing import SignedPackage
 
-    ids: set[str] = set()
-    for payload in OrmQ.objects.values_list("payload", flat=True).iterator():
+    rows = OrmQ.objects.all()
+    if claimed_after is not None:
+        rows = rows.filter(lock__gt=claimed_after + _CLAIM_MARGIN)
+    found: list[_QueueRow] = []
+    for row_id, payload, lock in rows.values_list("id", "payload", "lock").iterator():
         try:
             task = SignedPackage.loads(payload)
-        except (BadSignature, Exception):  # another app's task or a corrupt row: not ours
+        except Exception:  # another app's task or a corrupt row: not ours
             log.debug("queue_payload_unreadable")
             continue
-        if isinstance(task, dict) and task.get("func") == TASK_FUNC and task.get("args"):
-            ids.add(str(task["args"][0]))
-    return ids
+        # A row without a lock is never delivered (the claim compares the lock with now).
+        if (
+            isinstance(task, dict)
+            and task.get("func") == TASK_FUNC
+            and task.get("args")
+            and lock is not None
+        ):
+            found.append(_QueueRow(id=row_id, run_id=str(task["args"][0]), lock=lock))
+    return found
+
+
+def _drop_rows(row_ids: list[int], *, now: datetime) -> int:
+    """Delete queue rows that are still claimed. Safe whoever holds them: a row is only a
+    wake-up call (the run row decides), the claim is fenced on the attempt, and the holder's
+    acknowledgement of a deleted row deletes nothing."""
+    from django_q.models import OrmQ
+
+    if not row_ids:
+        return 0
+    deleted: int = OrmQ.objects.filter(id__in=row_ids, lock__gt=now + _CLAIM_MARGIN).delete()[0]
+    return deleted
+
+
+def _as_uuid(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
 
 
 def run_reap(*, batch: int = 200) -> ReapReport:
-    """Recover runs a worker lost, and pending runs whose queue task vanished.
+    """Recover runs a worker lost, pending runs whose queue task vanished (or is held by a
+    cluster that died before starting it), and drop the queue rows a lost worker claimed.
 
-    Idempotent and safe to run in many processes at once: every change is a guarded UPDATE.
+    Idempotent and safe to run in many processes at once: every change is a guarded UPDATE or
+    DELETE.
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
+    # Read before anything is re-queued, so the fresh rows written below are not among them.
+    claimed = _run_task_rows(claimed_after=now)
     requeued: list[UUID] = []
     failed: list[UUID] = []
     stale = TunixRun.objects.filter(
@@ -125,6 +181,8 @@ def run_reap(*, batch: int = 200) -> ReapReport:
         elif run_requeue(run_id=run_id, attempt=attempt, reason="worker lost"):
             requeued.append(run_id)
 
+    dropped = _drop_rows(_stale_claims(claimed, recovered={*requeued, *failed}), now=now)
+
     reenqueued: list[UUID] = []
     orphan_before = now - timedelta(seconds=settings.TUNIX_ORPHAN_AFTER_SECONDS)
     waiting = list(
@@ -133,9 +191,16 @@ def run_reap(*, batch: int = 200) -> ReapReport:
         .values_list("id", flat=True)[:batch]
     )
     if waiting:
-        queued = _queued_run_ids()
+        # A run is on its way while a row for it waits unclaimed, or was claimed recently. A
+        # row claimed longer ago may be held by a cluster that was killed before it started
+        # the run: the run gets a fresh row too (whichever is delivered first claims it).
+        awake = {
+            row.run_id
+            for row in _run_task_rows()
+            if not row.claimed(now) or row.claimed_at() >= orphan_before
+        }
         for run_id in waiting:
-            if str(run_id) in queued:
+            if str(run_id) in awake:
                 continue
             with transaction.atomic():
                 # Lock-free re-check: a run that left pending meanwhile needs no task.
@@ -146,7 +211,7 @@ def run_reap(*, batch: int = 200) -> ReapReport:
     for action, ids in (("requeued", requeued), ("failed", failed), ("reenqueued", reenqueued)):
         if ids:
             metrics.RUNS_RECOVERED.labels(action).inc(len(ids))
-    if requeued or failed or reenqueued:
+    if requeued or failed or reenqueued or dropped:
         log.warning(
             "run_reap",
             extra={
@@ -154,18 +219,46 @@ def run_reap(*, batch: int = 200) -> ReapReport:
                     "requeued": len(requeued),
                     "failed": len(failed),
                     "reenqueued": len(reenqueued),
+                    "dropped_tasks": dropped,
                 }
             },
         )
-    return ReapReport(requeued=requeued, failed=failed, reenqueued=reenqueued)
+    return ReapReport(
+        requeued=requeued, failed=failed, reenqueued=reenqueued, dropped_tasks=dropped
+    )
 
 
-def worker_heartbeat(*, worker_id: str) -> None:
-    """A worker process says it is alive (even with nothing to run)."""
+def _stale_claims(claimed: list[_QueueRow], *, recovered: set[UUID]) -> list[int]:
+    """Claimed rows nobody needs: those of runs just recovered from a lost worker (its claim
+    died with it; a fresh row replaces it or the run failed), and those of runs that have
+    finished, or no longer exist. A running run's row is its live worker's, and a pending
+    run's is left to the orphan check."""
+    if not claimed:
+        return []
+    ids = {key for row in claimed if (key := _as_uuid(row.run_id)) is not None}
+    status = dict(TunixRun.objects.filter(id__in=ids).values_list("id", "status"))
+    stale: list[int] = []
+    for row in claimed:
+        key = _as_uuid(row.run_id)
+        if key is None or key in recovered or status.get(key, "") not in _LIVE_STATUSES:
+            stale.append(row.id)
+    return stale
+
+
+def worker_heartbeat(*, worker_id: str, signing_key_id: str | None = None) -> None:
+    """A worker process says it is alive (even with nothing to run), and which key it reads
+    queue tasks with (runs.broker.signing_key_id unless given), so web hosts can tell whether
+    it can read theirs."""
     host, _, pid = worker_id.removeprefix("worker:").rpartition(":")
+    key_id = broker.signing_key_id() if signing_key_id is None else signing_key_id
     WorkerHeartbeat.objects.update_or_create(
         worker_id=worker_id[:128],
-        defaults={"host": host[:255], "pid": int(pid or 0), "seen_at": timezone.now()},
+        defaults={
+            "host": host[:255],
+            "pid": int(pid or 0),
+            "seen_at": timezone.now(),
+            "signing_key_id": key_id[:32],
+        },
     )
 
 

@@ -164,7 +164,11 @@ def run_submit(*, user: authorization.UserLike, request: RunRequest, enqueue: bo
         return Submission(run=earlier, replayed=True)
     try:
         with timed_write("run_enqueue" if enqueue else "run_create"):
-            run = TunixRun.objects.create(**fields, client_request_id=key, created_by=owner)
+            # Recorded so a replay of this key answers as this request was answered (202 or
+            # 201), whatever delivery the replay asks for.
+            run = TunixRun.objects.create(
+                **fields, client_request_id=key, created_by=owner, submitted_async=enqueue
+            )
             if enqueue:
                 enqueue_run(run)
     except IntegrityError:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import template
+from django.utils import dateformat, timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from runs.progress import TRAIN_LOSS_WINDOW
 
 register = template.Library()
 
@@ -42,6 +48,23 @@ def loss_chart(curve: list[list[float]]) -> dict[str, Any]:
     }
 
 
+TIMESTAMP_FORMAT = "Y-m-d H:i:s T"  # T: the zone's name ("UTC"), so no reader has to guess it
+
+
+@register.filter
+def timestamp(value: datetime | None) -> SafeString | str:
+    """A moment as ``<time>`` in the current time zone, the zone named in the text: every page
+    and fragment shows times the same way."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}">{}</time>',
+        local.isoformat(timespec="seconds"),
+        dateformat.format(local, TIMESTAMP_FORMAT),
+    )
+
+
 @register.filter
 def seconds(value: float | None) -> str:
     """0.004 -> '4 ms', 1.234 -> '1.2 s', 75 -> '1 min 15 s', None -> '—'."""
@@ -59,7 +82,7 @@ def seconds(value: float | None) -> str:
 
 
 METRIC_LABELS = {
-    "train_loss": "train loss",
+    "train_loss": f"train loss ({TRAIN_LOSS_WINDOW}-step mean)",
     "eval_loss": "eval loss",
     "steps": "steps",
     "tokens_per_second": "tokens/s",

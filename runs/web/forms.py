@@ -6,9 +6,11 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from runs import model_catalog, training_config
+from runs.datasets import REASONING_INCLUDE, REASONING_OMIT
 from runs.models import (
     DATASET_KEY_PATTERN,
     MODE_CHOICES,
@@ -79,6 +81,15 @@ class RunLaunchForm(forms.Form):
     def param_fields(self) -> list[forms.BoundField]:
         return [self[p.name] for p in training_config.PARAMS]
 
+    def clean_model_id(self) -> str:
+        # The service refuses an id outside the catalog too, but it is only asked once every
+        # other field is valid: checking the catalog the way it does shows this error with the
+        # rest. A custom TUNIX_TRAINER_COMMAND interprets model ids itself, so any id passes.
+        model_id: str = self.cleaned_data["model_id"]
+        if not settings.TUNIX_TRAINER_COMMAND and model_catalog.lookup(model_id) is None:
+            raise ValidationError(model_catalog.unknown_model_message(model_id))
+        return model_id
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         values = {
@@ -110,4 +121,16 @@ class DatasetUploadForm(forms.Form):
             RegexValidator(DATASET_KEY_PATTERN, "lower-case name-version, e.g. my-data-v1")
         ],
     )
-    file = forms.FileField(help_text="JSONL: prompt/completion or chat messages, one per line")
+    file = forms.FileField(
+        help_text="JSONL, one record per line: prompt/completion, chat messages, or reasoning "
+        "traces (prompt, steps, final_answer)"
+    )
+    reasoning = forms.ChoiceField(
+        choices=[
+            (REASONING_INCLUDE, "train on the steps, then the answer"),
+            (REASONING_OMIT, "train on the final answer alone"),
+        ],
+        initial=REASONING_INCLUDE,
+        required=False,
+        help_text="For reasoning traces only: what the completion is",
+    )

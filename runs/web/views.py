@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING
 
 from runs import artifacts, authorization, model_catalog, selectors, services
+from runs.datasets import REASONING_INCLUDE
 from runs.models import ACTIVE_STATUSES, TunixRun
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
 
@@ -168,6 +169,7 @@ def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
     context = {
         "run": run,
         "can_cancel": _can_cancel(request, run),
+        "wait_reason": selectors.run_wait_reason(run=run),
         **_artifact_context(run),
         **_poll_context(),
     }
@@ -187,14 +189,17 @@ def _artifact_context(run: TunixRun) -> dict[str, Any]:
 @login_required
 def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
     run = _get_run(request, run_id)
-    context = {"run": run, "can_cancel": _can_cancel(request, run)}
+    # Why a pending run waits (no live worker, or none that can read its task): part of the
+    # fragment's version, so a poll sees the reason appear and go.
+    wait_reason = selectors.run_wait_reason(run=run)
+    context = {"run": run, "can_cancel": _can_cancel(request, run), "wait_reason": wait_reason}
     return _fragment(
         request,
         "runs/_run_live.html",
         context,
         # The detail also shows the output, which grows while a training runs (hashed with the
         # rest by _fragment; at most 2 x TUNIX_OUTPUT_MAX_BYTES).
-        version="\0".join((_run_version(run), run.stdout, run.stderr)),
+        version="\0".join((_run_version(run), run.stdout, run.stderr, wait_reason or "")),
         active=not run.is_terminal,
         render_context=lambda: _artifact_context(run),
     )
@@ -283,6 +288,7 @@ def dataset_list(request: HttpRequest) -> HttpResponseBase:
                     key=form.cleaned_data["key"],
                     source=form.cleaned_data["file"].chunks(),
                     user=request.user,
+                    reasoning=form.cleaned_data["reasoning"] or REASONING_INCLUDE,
                 )
             except services.ServiceError as exc:
                 form.add_error(exc.field if exc.field in form.fields else "file", exc.message)

@@ -1,4 +1,4 @@
-"""python manage.py import_dataset FILE --key name-v1"""
+"""python manage.py import_dataset FILE --key name-v1 [--reasoning include|omit]"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from runs import selectors, services
+from runs.datasets import REASONING_CHOICES, REASONING_INCLUDE
 
 
 class Command(BaseCommand):
@@ -16,6 +17,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path, help="JSONL file to import")
         parser.add_argument("--key", required=True, help="dataset key, e.g. my-data-v1")
+        parser.add_argument(
+            "--reasoning",
+            choices=REASONING_CHOICES,
+            default=REASONING_INCLUDE,
+            help="reasoning-trace files (prompt, final_answer, steps): include the steps before "
+            "the final answer in each completion, or omit them (default: %(default)s)",
+        )
         parser.add_argument(
             "--skip-existing",
             action="store_true",
@@ -32,7 +40,9 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: no such file")
         try:
             with path.open("rb") as handle:
-                dataset = services.dataset_import(key=key, source=handle)
+                dataset = services.dataset_import(
+                    key=key, source=handle, reasoning=options["reasoning"]
+                )
         except services.ServiceError as exc:
             raise CommandError(f"{path}: {exc.message}") from None
         self.stdout.write(
