@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -119,3 +120,26 @@ def test_pages_keep_djangos_debug_pages(logged_in: Client, settings: Any) -> Non
     assert bad_host.status_code == 400
     assert bad_host["Content-Type"].startswith("text/html")
     assert b"ALLOWED_HOSTS" in bad_host.content
+
+
+def test_an_unexpected_failure_under_the_api_is_a_500_problem_and_pages_keep_theirs(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runs import selectors
+
+    def fail(**kwargs: Any) -> None:
+        raise RuntimeError("the database went away mid-request")
+
+    settings.DEBUG = False
+    monkeypatch.setattr(selectors, "run_list_rows", fail)
+    monkeypatch.setattr(selectors, "run_list", fail)
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(User.objects.create_superuser("root", password="pw-123456789"))
+    body = problem(client.get("/api/tunix/runs"), 500)
+    assert body["detail"] == "the server failed to answer this request"
+    assert "database went away" not in str(body)  # no internals to the client
+    page = Client(raise_request_exception=False)
+    page.force_login(User.objects.get(username="root"))
+    answer = page.get("/")
+    assert answer.status_code == 500
+    assert answer["Content-Type"].startswith("text/html")

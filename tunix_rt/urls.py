@@ -29,3 +29,4 @@ urlpatterns = [
 
 handler400 = "runs.api.problems.api_aware_bad_request"
 handler404 = "runs.api.problems.api_aware_not_found"
+handler500 = "runs.api.problems.api_aware_server_error"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
-from django.views.defaults import bad_request, page_not_found
+from django.views.defaults import bad_request, page_not_found, server_error
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -123,6 +123,17 @@ def api_aware_not_found(request: HttpRequest, exception: Exception) -> HttpRespo
     if request.path.startswith(API_PREFIX):
         return unknown_endpoint(request)
     return page_not_found(request, exception)
+
+
+def api_aware_server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: an unexpected failure under /api/ is a problem+json 500 like every other
+    API error (Django has logged the traceback); pages get Django's page. Under DEBUG Django
+    shows its traceback page instead, which is what a developer wants then."""
+    if request.path.startswith(API_PREFIX):
+        return problem_response(
+            500, "the server failed to answer this request", instance=request.path
+        )
+    return server_error(request)
 
 
 def api_aware_bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
