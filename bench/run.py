@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -50,7 +51,11 @@ ENV = {
     "STATIC_ROOT": str(VAR / "static"),
     "DJANGO_SETTINGS_MODULE": "tunix_rt.settings",
     "TUNIX_Q_POLL": os.environ.get("BENCH_Q_POLL", "0.2"),
+    # /bench/floor: a view that does no database work, the reference every maximum is
+    # reported against (off unless set).
+    "TUNIX_BENCH_FLOOR": "1",
 }
+FLOOR_PATH = "/bench/floor"
 os.environ.update(ENV)
 
 
@@ -108,7 +113,7 @@ def seed(total: int) -> int:
             INSERT INTO runs_tunixrun (id, dataset_id, model_id, mode, status, config, queued_at,
                 started_at, completed_at, exit_code, stdout, stderr, error_reason, error_message,
                 attempt, worker_id, heartbeat_at, timeout_seconds, client_request_id,
-                request_fingerprint, created_by_id, progress, loss_curve, metrics)
+                request_fingerprint, created_by_id, progress, loss_curve, metrics, submitted_async)
             SELECT gen_random_uuid(), %s,
                 (ARRAY['google/gemma-3-270m','google/gemma-3-1b','Qwen/Qwen2.5-0.5B'])[1 + i %% 3],
                 CASE WHEN i %% 5 = 0 THEN 'local' ELSE 'dry-run' END,
@@ -120,7 +125,7 @@ def seed(total: int) -> int:
                 CASE WHEN i %% 10 = 0 THEN 1 ELSE 0 END,
                 'Dry run: OK', '',
                 CASE WHEN i %% 10 = 0 THEN 'nonzero_exit' ELSE '' END, '',
-                1, 'worker:bench:1', NULL, NULL, NULL, '', NULL, '{}', '[]', '{}'
+                1, 'worker:bench:1', NULL, NULL, NULL, '', NULL, '{}', '[]', '{}', false
             FROM generate_series(%s, %s) AS i
             """,
             [dataset_id, have + 1, total],
@@ -261,37 +266,59 @@ def max_throughput(
     body: bytes = b"",
     repeats: int = 3,
     seconds: float = 6,
+    floor: bool = True,
 ) -> dict[str, Any]:
     """Closed loop, 8 connections, ``repeats`` times; the median run by throughput.
 
     With keep-alive (wrk) the kernel spreads the 8 connections over the web processes at
     random, so one run can land 6 on one process and 2 on the other: repeats show the spread.
+
+    Each run is preceded by one of the floor (/bench/floor, same headers, same client): the
+    answer's ``floor_ratio`` is the median of each run's r/s over the floor's just before it.
+    Absolute numbers drift by up to 1.4x on a shared machine; a ratio measured a few seconds
+    apart does not.
     """
     runs: list[dict[str, Any]] = []
+    floors: list[float] = []
+    ratios: list[float] = []
     for _ in range(repeats):
-        if wrk.available():
-            runs.append(
-                wrk.run(
-                    url, connections=8, duration=seconds, method=method, body=body, headers=headers
-                )
-            )
-        else:
-            result = asyncio.run(
-                closed_loop(
-                    url,
-                    connections=8,
-                    duration=seconds,
-                    method=method,
-                    headers=headers,
-                    body_for=(lambda i: body) if body else None,
-                )
-            ).summary()
-            result["client"] = "bench/loadgen.py, 8 connections, one request each"
-            runs.append(result)
+        if floor:
+            floor_rps = float(_closed_loop(BASE + FLOOR_PATH, headers, "GET", b"", seconds)["rps"])
+            floors.append(floor_rps)
+        runs.append(_closed_loop(url, headers, method, body, seconds))
+        if floor:
+            ratios.append(float(runs[-1]["rps"]) / floor_rps if floor_rps else 0.0)
+    each = [r["rps"] for r in runs]
     runs.sort(key=lambda r: r["rps"])
     median = dict(runs[len(runs) // 2])
-    median["rps_each_run"] = [r["rps"] for r in runs]
+    median["rps_each_run"] = each
+    if floor:
+        median["floor_rps_each_run"] = floors
+        median["floor_ratio_each_run"] = [round(r, 3) for r in ratios]
+        median["floor_rps"] = statistics.median(floors)
+        median["floor_ratio"] = round(statistics.median(ratios), 3)
     return median
+
+
+def _closed_loop(
+    url: str, headers: dict[str, str], method: str, body: bytes, seconds: float
+) -> dict[str, Any]:
+    if wrk.available():
+        return wrk.run(
+            url, connections=8, duration=seconds, method=method, body=body, headers=headers
+        )
+    result = asyncio.run(
+        closed_loop(
+            url,
+            connections=8,
+            duration=seconds,
+            method=method,
+            headers=headers,
+            body_for=(lambda i: body) if body else None,
+        )
+    ).summary()
+    result["client"] = "bench/loadgen.py, 8 connections, one request each"
+    return result
 
 
 def list_benchmarks(token: str, size: int, quick: bool) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -33,6 +33,16 @@ class FlushMiddleware:
         if response.status_code != 503:  # never add a write to an overloaded process
             telemetry.maybe_flush()
         return response
+
+
+def bench_floor(request: HttpRequest) -> HttpResponse:
+    """The bench's reference (bench/run.py): a plain view that does no database work, served
+    through the same middleware, URL resolution and gunicorn setup as every path, so the hot
+    paths can be reported as a ratio to it. 404 unless TUNIX_BENCH_FLOOR is on: production
+    has no use for it."""
+    if not settings.TUNIX_BENCH_FLOOR:
+        raise Http404("not found")
+    return JsonResponse({"floor": True})
 
 
 class ClusterCollector(Collector):

@@ -502,6 +502,26 @@ def test_fast_list_items_match_the_documented_serializer() -> None:
     assert [list_item(row) for row in rows] == documented
 
 
+def test_fast_status_items_match_the_documented_serializer() -> None:
+    from runs import selectors
+    from runs.api.serializers import RunStatusSerializer, status_item
+    from runs.selectors import STATUS_FIELDS
+
+    runs = [
+        TunixRunFactory(failed=True),
+        TunixRunFactory(),
+        TunixRunFactory(
+            progress={"step": 3, "total_steps": 24, "loss": 2, "loss_mean": None, "note": "x"}
+        ),
+    ]
+    for run in runs:
+        orm_row = TunixRun.objects.filter(id=run.id).values(*STATUS_FIELDS).get()
+        row = selectors.run_status(run_id=run.id)
+        assert row == orm_row
+        assert status_item(row) == dict(RunStatusSerializer(orm_row).data)
+    assert selectors.run_status(run_id=runs[0].id, owner=-1) is None
+
+
 @pytest.mark.parametrize(
     "filters",
     [

@@ -163,3 +163,16 @@ def test_probes_answer_whatever_host_they_address(
     assert "worker" in ready.json()["checks"]
     # Every other path still checks the host.
     assert client.get("/api/tunix/runs", HTTP_HOST="10.0.0.7:8000").status_code == 400
+
+
+def test_the_bench_floor_is_not_served_unless_turned_on(
+    client: Client, settings: Any, db: None
+) -> None:
+    from django.conf import settings as live
+
+    assert live.TUNIX_BENCH_FLOOR is False  # the default, from the environment of the suite
+    assert client.get("/bench/floor").status_code == 404
+    settings.TUNIX_BENCH_FLOOR = True
+    answer = client.get("/bench/floor")
+    assert answer.status_code == 200
+    assert answer.json() == {"floor": True}

@@ -23,10 +23,24 @@ backlog = 2048
 # A request that takes longer than this is a bug or a stuck database: the worker is recycled.
 timeout = 60
 graceful_timeout = 30
-# Recycling bounds slow memory growth; jitter keeps the workers from restarting together.
-max_requests = 20000
-max_requests_jitter = 2000
+# Recycling bounds slow memory growth; jitter keeps the workers from restarting together. A
+# restart costs a process about a second of CPU (it imports the app again) and resets its
+# kept-alive connections, so it must stay rare at full load: at 20,000 a process serving 1,500
+# requests a second restarted every 13 s. Memory stays flat over a 20-minute soak
+# (docs/PERFORMANCE_BASELINE.md), so this is a backstop, not a routine.
+max_requests = 1_000_000
+max_requests_jitter = 100_000
 forwarded_allow_ips = os.environ.get("TUNIX_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("TUNIX_WEB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("TUNIX_WEB_LOG_LEVEL", "info")
+
+
+def post_worker_init(worker: object) -> None:
+    """Once the app is loaded, move everything it made so far out of the garbage collector's
+    reach: those objects live as long as the process, and a full collection that walks them
+    all stalls every thread of the process while it runs (about 100k objects here; see
+    docs/PERFORMANCE_BASELINE.md for the pause it took)."""
+    import gc
+
+    gc.freeze()

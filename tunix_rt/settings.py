@@ -169,6 +169,8 @@ TUNIX_TOKEN_CACHE_SECONDS = env_int("TUNIX_TOKEN_CACHE_SECONDS", 10)
 # /metrics: optional bearer token; how often each process publishes its run metrics.
 TUNIX_METRICS_TOKEN = env_str("TUNIX_METRICS_TOKEN", "")
 TUNIX_METRICS_FLUSH_SECONDS = env_int("TUNIX_METRICS_FLUSH_SECONDS", 10, minimum=1)
+# /bench/floor, the bench's no-work reference view (bench/run.py); 404 unless on.
+TUNIX_BENCH_FLOOR = env_bool("TUNIX_BENCH_FLOOR", False)
 
 # Webhooks on every terminal transition (Standard Webhooks). URLs and secret come from the
 # operator, never from a request. The secret is "whsec_" + base64 (as Standard Webhooks tools
@@ -230,14 +232,15 @@ MIDDLEWARE = [
     "runs.problems.DebugApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # runs.middleware.*: the browser's middleware, which API calls with a token skip.
+    "runs.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "runs.middleware.CsrfViewMiddleware",
+    "runs.middleware.AuthenticationMiddleware",
+    "runs.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
+    "runs.middleware.CSPMiddleware",
+    "runs.middleware.HtmxMiddleware",
     # Last before metrics: a locked-out login is answered before the view runs.
     "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -332,8 +335,12 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"].pop("pool", None)
 else:
     raise ImproperlyConfigured(f"Unsupported database engine in DATABASE_URL: {_db['ENGINE']}")
-# django-prometheus' wrappers of the same engines count queries, errors and connections.
-_db["ENGINE"] = _db["ENGINE"].replace("django.db.backends.", "django_prometheus.db.backends.")
+# django-prometheus' wrappers of the same engines count queries, errors and connections;
+# PostgreSQL's, in tunix_rt/postgresql, also checks a kept-alive connection without a round trip.
+_db["ENGINE"] = {
+    "django.db.backends.postgresql": "tunix_rt.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}[_db["ENGINE"]]
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -376,7 +383,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        "runs.api.renderers.FastJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
@@ -384,6 +391,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "runs.api.renderers.CachedContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "runs.api.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,

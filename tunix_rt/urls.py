@@ -21,6 +21,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", monitoring.metrics_view, name="metrics"),
+    path("bench/floor", monitoring.bench_floor, name="bench-floor"),  # off: TUNIX_BENCH_FLOOR
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import orjson
 from django.conf import settings
 from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
@@ -41,6 +41,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from runs import artifacts, authorization, model_catalog, selectors, services
+from runs.api import renderers
 from runs.api.parsers import require_content_length
 from runs.api.serializers import (
     DatasetSerializer,
@@ -53,6 +54,8 @@ from runs.api.serializers import (
     RunStatusSerializer,
     accepted_item,
     list_item,
+    plain_run_request,
+    status_item,
 )
 from runs.models import TunixRun
 
@@ -140,7 +143,7 @@ def _artifact_item(request: Request, run_id: object, item: artifacts.Artifact) -
 
 
 def _etag(payload: object) -> str:
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(renderers.dumps(payload, option=orjson.OPT_SORT_KEYS))
     return f'W/"{digest.hexdigest()[:32]}"'
 
 
@@ -188,9 +191,11 @@ class RunViewSet(viewsets.ViewSet):
         mode = request.query_params.get("mode", "sync")
         if mode not in {"sync", "async"}:
             raise ValidationError({"mode": [f"unsupported mode {mode!r}; use sync or async"]})
-        serializer = RunCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        run_request = serializer.run_request()
+        run_request = plain_run_request(request.data)
+        if run_request is None:
+            serializer = RunCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            run_request = serializer.run_request()
         header_key = request.headers.get("Idempotency-Key")
         if header_key is not None:
             if not 1 <= len(header_key) <= 128:
@@ -293,7 +298,7 @@ class RunViewSet(viewsets.ViewSet):
         row = selectors.run_status(run_id=run_id, owner=authorization.visible_owner(request.user))
         if row is None:
             raise NotFound(f"no run {run_id}")
-        data = RunStatusSerializer(row).data
+        data = status_item(row)
         etag = _etag(data)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
@@ -309,7 +314,8 @@ class RunViewSet(viewsets.ViewSet):
     def cancel(self, request: Request, run_id: str) -> Response:
         cancelled = services.run_cancel(run_id=run_id, user=request.user)
         row = selectors.run_status(run_id=cancelled.id)
-        return Response(RunStatusSerializer(row).data)
+        assert row is not None  # just cancelled: runs are never deleted
+        return Response(status_item(row))
 
     @extend_schema(
         operation_id="run_artifacts",

@@ -4,8 +4,13 @@ run (django-q2's ORM broker on the default database; docs/architecture.md, ADR 1
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
+from django_q.brokers import Broker
 
 from runs.execution import get_backend
 from runs.models import TunixRun
@@ -34,12 +39,49 @@ def enqueue_run(run: TunixRun) -> str:
     run."""
     from django_q.tasks import async_task
 
-    task_id: str = async_task(
-        TASK_FUNC,
-        str(run.id),
-        task_name=f"run-{run.id}",
-        timeout=task_timeout_seconds(run),
-        ack_failure=True,
-        cluster=task_queue(run.mode),
-    )
+    task_id: str = async_task(TASK_FUNC, str(run.id), **_task_options(run))
     return task_id
+
+
+def _task_options(run: TunixRun) -> dict[str, Any]:
+    return {
+        "task_name": f"run-{run.id}",
+        "timeout": task_timeout_seconds(run),
+        "ack_failure": True,
+        "cluster": task_queue(run.mode),
+    }
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A queue task as django-q2's ORM broker stores it (a django_q_ormq row)."""
+
+    key: str  # the queue's name
+    payload: str  # the signed task
+    lock: datetime
+
+
+class _Keep(Broker):  # type: ignore[misc]
+    """A broker that keeps the task django-q2 hands it instead of storing it."""
+
+    row: QueueRow | None = None
+
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> None:
+        return None
+
+    def enqueue(self, task: str) -> None:
+        self.row = QueueRow(key=self.list_key, payload=task, lock=timezone.now())
+
+
+def run_queue_row(run: TunixRun) -> QueueRow:
+    """The run's queue task, built and signed by django-q2 exactly as enqueue_run's, for the
+    caller to write in the same statement as the run (services/submission.py)."""
+    from django_q.tasks import async_task
+
+    options = _task_options(run)
+    keep = _Keep(list_key=options["cluster"])
+    async_task(TASK_FUNC, str(run.id), broker=keep, **options)
+    if keep.row is None:  # Q_CLUSTER "sync": django-q2 ran the task instead
+        raise RuntimeError("django-q2 ran the task in this process instead of queueing it")
+    return keep.row

@@ -14,13 +14,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
+from django_q.models import OrmQ
 
 from runs import authorization, metrics, model_catalog, training_config
 from runs.execution import UnknownMode, get_backend
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
 from runs.services.errors import Forbidden, IdempotencyMismatch, ServiceError
-from runs.services.queue import enqueue_run
+from runs.services.queue import QueueRow, enqueue_run, run_queue_row
 from runs.services.telemetry import timed_write
 
 log = logging.getLogger("tunix_rt.runs")
@@ -65,12 +66,14 @@ def request_fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _unknown_dataset(request: RunRequest) -> ServiceError:
+    return ServiceError(f"unknown dataset {request.dataset_key!r}", field="dataset_key")
+
+
 def _validated_fields(request: RunRequest) -> dict[str, Any]:
-    """Everything checkable at submit time, as the run's columns; raises ServiceError naming
-    the field."""
-    dataset = Dataset.objects.filter(key=request.dataset_key).first()
-    if dataset is None:
-        raise ServiceError(f"unknown dataset {request.dataset_key!r}", field="dataset_key")
+    """Everything checkable at submit time but the dataset, as the run's columns; raises
+    ServiceError naming the field. (The dataset is looked up by the statement that writes the
+    run: see _write.)"""
     try:
         trains = get_backend(request.mode).trains
     except UnknownMode as exc:
@@ -95,7 +98,7 @@ def _validated_fields(request: RunRequest) -> dict[str, Any]:
         "timeout_seconds": timeout,
     }
     fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **fields})
-    return {"dataset": dataset, **fields, "request_fingerprint": fingerprint}
+    return {**fields, "request_fingerprint": fingerprint}
 
 
 def checkpoint_directory(model_id: str) -> Path | None:
@@ -148,6 +151,70 @@ def _replay(user: User | None, key: str, fingerprint: str) -> TunixRun | None:
     return earlier
 
 
+def _write(run: TunixRun, request: RunRequest, *, enqueue: bool) -> None:
+    """Write the run (and, with ``enqueue``, its queue task), or nothing: one transaction.
+
+    On PostgreSQL that is one statement, sent in autocommit: it looks the dataset up, inserts the
+    run and inserts its task, and its commit is the one durable commit an enqueue waits for.
+    One round trip instead of four (lookup, two inserts, commit), and no ORM query building on
+    the path every async submit takes. Elsewhere (SQLite) the same rows are written through the
+    ORM in a transaction."""
+    operation = "run_enqueue" if enqueue else "run_create"
+    if connection.vendor != "postgresql":
+        with timed_write(operation):
+            dataset = Dataset.objects.filter(key=request.dataset_key).first()
+            if dataset is None:
+                raise _unknown_dataset(request)
+            run.dataset = dataset
+            run.save(force_insert=True)
+            if enqueue:
+                enqueue_run(run)
+        return
+    task = run_queue_row(run) if enqueue else None
+    # Inside a caller's transaction the statement gets a savepoint, so a refused key leaves that
+    # transaction usable; on its own it needs none.
+    with timed_write(operation, atomic=connection.in_atomic_block), connection.cursor() as cursor:
+        cursor.execute(*_insert_statement(run, request.dataset_key, task))
+        values = cursor.fetchone()
+    if values is None:
+        raise _unknown_dataset(request)
+    run.dataset = Dataset.from_db(connection.alias, DATASET_COLUMNS, values)
+
+
+DATASET_COLUMNS = [f.attname for f in Dataset._meta.concrete_fields]
+
+
+def _insert_statement(
+    run: TunixRun, dataset_key: str, task: QueueRow | None
+) -> tuple[str, list[Any]]:
+    """The run's INSERT … SELECT from its dataset's row (nothing when no dataset has that key),
+    then its task's INSERT from what the first one inserted, returning the dataset's row. Every
+    value goes through its model field's own conversion, as the ORM's INSERT does."""
+    quote = connection.ops.quote_name
+    run_fields = [f for f in TunixRun._meta.concrete_fields if f.attname != "dataset_id"]
+    values = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in run_fields]
+    columns = ", ".join(quote(f.column) for f in run_fields)
+    placeholders = ", ".join(["%s"] * len(run_fields))
+    dataset_columns = ", ".join(f"d.{quote(name)}" for name in DATASET_COLUMNS)
+    # Table and column names come from model meta; every value is a parameter. (S608: so.)
+    dataset_table, run_table = quote(Dataset._meta.db_table), quote(TunixRun._meta.db_table)
+    sql = (
+        f"WITH d AS (SELECT * FROM {dataset_table} WHERE key = %s), "  # noqa: S608
+        f"r AS (INSERT INTO {run_table} ({columns}, dataset_id) "
+        f"SELECT {placeholders}, d.id FROM d RETURNING id)"
+    )
+    params: list[Any] = [dataset_key, *values]
+    sources = "d, r"
+    if task is not None:
+        sql += (
+            f", t AS (INSERT INTO {quote(OrmQ._meta.db_table)} (key, payload, lock) "  # noqa: S608
+            "SELECT %s, %s, %s FROM r RETURNING id)"
+        )
+        params += [task.key, task.payload, task.lock]
+        sources += ", t"
+    return f"{sql} SELECT {dataset_columns} FROM {sources}", params  # noqa: S608
+
+
 def run_submit(*, user: authorization.UserLike, request: RunRequest, enqueue: bool) -> Submission:
     """Register a pending run (and, with ``enqueue``, its queue task in the same transaction).
 
@@ -160,19 +227,16 @@ def run_submit(*, user: authorization.UserLike, request: RunRequest, enqueue: bo
     fields = _validated_fields(request)
     fingerprint = fields["request_fingerprint"]
     key = request.client_request_id
-    if key and (earlier := _replay(owner, key, fingerprint)):
-        return Submission(run=earlier, replayed=True)
+    # Recorded so a replay of this key answers as this request was answered (202 or 201),
+    # whatever delivery the replay asks for.
+    run = TunixRun(**fields, client_request_id=key, created_by=owner, submitted_async=enqueue)
     try:
-        with timed_write("run_enqueue" if enqueue else "run_create"):
-            # Recorded so a replay of this key answers as this request was answered (202 or
-            # 201), whatever delivery the replay asks for.
-            run = TunixRun.objects.create(
-                **fields, client_request_id=key, created_by=owner, submitted_async=enqueue
-            )
-            if enqueue:
-                enqueue_run(run)
+        # The first request with a key writes as one without; a repeat of it meets the unique
+        # constraint on (user, key) and is answered with the run the first one made. Trying the
+        # write first saves the common case a lookup, and two concurrent requests with one key
+        # are settled by the constraint, not by a read-then-write.
+        _write(run, request, enqueue=enqueue)
     except IntegrityError:
-        # A concurrent request with the same key won the unique constraint.
         if key and (earlier := _replay(owner, key, fingerprint)):
             return Submission(run=earlier, replayed=True)
         raise

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -25,10 +25,11 @@ _last_flush = 0.0
 
 
 @contextmanager
-def timed_write(operation: str) -> Iterator[None]:
-    """Run the block in a transaction and log how long it took to commit."""
+def timed_write(operation: str, *, atomic: bool = True) -> Iterator[None]:
+    """Run the block in a transaction and log how long it took to commit. ``atomic=False``:
+    the block is a single statement, a transaction of its own."""
     started = time.perf_counter()
-    with transaction.atomic():
+    with transaction.atomic() if atomic else nullcontext():
         yield
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     metrics.DB_WRITE_MS.labels(operation).observe(elapsed_ms)

@@ -1,0 +1,75 @@
+"""Middleware that a browser needs and an API client with a token does not.
+
+An API call that carries ``Authorization: Token …`` has no session, no CSRF cookie, no flash
+messages and no HTMX headers, and answers JSON that no browser renders as a page. Sessions,
+CSRF, messages, HTMX and CSP are subclassed here (MIDDLEWARE in settings names these) so such
+a call skips them; every other request goes through them as before. The token itself is checked
+by DRF (runs/api/authentication.py), which answers 401 to a bad one. Browsers cannot send this
+header on their own (a page would need the token in script), so a session-authenticated browser
+request is never taken for one. Their answers are not pages either, so they go without the CSP
+header, which only a page's loads obey. The login lockout (axes) stays: it is cheap, and its
+checks want its own class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import csp.middleware
+import django_htmx.middleware
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
+from django.http import HttpRequest, HttpResponseForbidden
+from django.http.response import HttpResponseBase
+from django.middleware import csrf
+
+API_PREFIX = "/api/"
+
+
+def is_token_api_call(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PREFIX) and request.META.get("HTTP_AUTHORIZATION", "")[
+        :6
+    ].lower() in {"token ", "token"}
+
+
+class SkippedByTokenApiCalls:
+    """Mixed in before a middleware class: a token API call goes straight to the next
+    middleware. (Subclasses rather than wrappers, so Django's and the apps' checks that look
+    for their middleware in MIDDLEWARE still find it.)"""
+
+    get_response: Any
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if is_token_api_call(request):
+            return self.get_response(request)  # type: ignore[no-any-return]
+        return super().__call__(request)  # type: ignore[misc,no-any-return]
+
+
+class SessionMiddleware(SkippedByTokenApiCalls, sessions.SessionMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(SkippedByTokenApiCalls, csrf.CsrfViewMiddleware):
+    def process_view(
+        self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
+    ) -> HttpResponseForbidden | None:
+        if is_token_api_call(request):
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class AuthenticationMiddleware(SkippedByTokenApiCalls, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(SkippedByTokenApiCalls, messages.MessageMiddleware):
+    pass
+
+
+class CSPMiddleware(SkippedByTokenApiCalls, csp.middleware.CSPMiddleware):
+    pass
+
+
+class HtmxMiddleware(SkippedByTokenApiCalls, django_htmx.middleware.HtmxMiddleware):
+    pass
