@@ -51,11 +51,11 @@ ENV = {
     "STATIC_ROOT": str(VAR / "static"),
     "DJANGO_SETTINGS_MODULE": "tunix_rt.settings",
     "TUNIX_Q_POLL": os.environ.get("BENCH_Q_POLL", "0.2"),
-    # /bench/floor: a view that does no database work, the reference every maximum is
+    # /api/bench/floor: a view that does no database work, the reference every maximum is
     # reported against (off unless set).
     "TUNIX_BENCH_FLOOR": "1",
 }
-FLOOR_PATH = "/bench/floor"
+FLOOR_PATH = "/api/bench/floor"
 os.environ.update(ENV)
 
 
@@ -273,7 +273,7 @@ def max_throughput(
     With keep-alive (wrk) the kernel spreads the 8 connections over the web processes at
     random, so one run can land 6 on one process and 2 on the other: repeats show the spread.
 
-    Each run is preceded by one of the floor (/bench/floor, same headers, same client): the
+    Each run is preceded by one of the floor (/api/bench/floor, same headers, same client): the
     answer's ``floor_ratio`` is the median of each run's r/s over the floor's just before it.
     Absolute numbers drift by up to 1.4x on a shared machine; a ratio measured a few seconds
     apart does not.
@@ -413,6 +413,15 @@ def status_benchmarks(token: str) -> dict[str, Any]:
     }
 
 
+def probe_benchmarks() -> dict[str, Any]:
+    """The probes at full speed: /healthz (answered before any middleware) and /readyz (its
+    database and queue checks; 503 here, as no worker runs during these measurements)."""
+    return {
+        "healthz_max_8conn": max_throughput(f"{BASE}/healthz", headers={}),
+        "readyz_max_8conn": max_throughput(f"{BASE}/readyz", headers={}),
+    }
+
+
 def clear_pending() -> None:
     from django.db import connection
 
@@ -544,6 +553,7 @@ def main() -> None:
             if size == sizes[-1]:
                 entry["enqueue_8conn"] = enqueue_benchmark(token)
                 entry.update(status_benchmarks(token))
+                entry.update(probe_benchmarks())
                 entry["web_rss_after_mib"] = rss_mib([web.proc.pid])
         finally:
             web.stop()

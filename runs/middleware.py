@@ -17,6 +17,7 @@ from typing import Any
 
 import csp.middleware
 import django_htmx.middleware
+import django_prometheus.middleware
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
@@ -73,3 +74,23 @@ class CSPMiddleware(SkippedByTokenApiCalls, csp.middleware.CSPMiddleware):
 
 class HtmxMiddleware(SkippedByTokenApiCalls, django_htmx.middleware.HtmxMiddleware):
     pass
+
+
+class PrometheusAfterMiddleware(django_prometheus.middleware.PrometheusAfterMiddleware):  # type: ignore[misc]
+    """django-prometheus' request metrics, each labelled child looked up once: prometheus_client
+    checks and looks up the label values under a lock at every labels() call, ten per request.
+    Label values here are bounded (methods, view names, status codes, charsets, template and
+    exception names), so the table is too."""
+
+    _children: dict[tuple[Any, ...], Any] = {}
+
+    def label_metric(
+        self, metric: Any, request: HttpRequest, response: Any = None, **labels: str
+    ) -> Any:
+        if not labels:
+            return metric
+        key = (id(metric), *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child

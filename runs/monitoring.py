@@ -36,10 +36,10 @@ class FlushMiddleware:
 
 
 def bench_floor(request: HttpRequest) -> HttpResponse:
-    """The bench's reference (bench/run.py): a plain view that does no database work, served
-    through the same middleware, URL resolution and gunicorn setup as every path, so the hot
-    paths can be reported as a ratio to it. 404 unless TUNIX_BENCH_FLOOR is on: production
-    has no use for it."""
+    """The bench's reference (bench/run.py): a plain view that does no database work, under
+    /api/ so that with a token it is served as an API call is (runs/middleware.py), through the
+    same URL resolution and gunicorn setup: the hot paths are reported as a ratio to it. 404
+    unless TUNIX_BENCH_FLOOR is on: production has no use for it."""
     if not settings.TUNIX_BENCH_FLOOR:
         raise Http404("not found")
     return JsonResponse({"floor": True})

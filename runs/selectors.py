@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Max, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -270,6 +271,15 @@ def _as_uuid(run_id: UUID | str) -> UUID | None:
         return None
 
 
+@functools.cache
+def _status_sql(vendor: str, by_owner: bool) -> str:
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    columns = ", ".join(quote(name) for name in STATUS_FIELDS)
+    table = quote(TunixRun._meta.db_table)
+    sql = f"SELECT {columns} FROM {table} WHERE id = %s"  # noqa: S608 (names from model meta)
+    return sql + " AND created_by_id = %s" if by_owner else sql
+
+
 def run_status(*, run_id: UUID | str, owner: int | None = None) -> dict[str, Any] | None:
     """A poller's view: one primary-key lookup of a few columns (STATUS_FIELDS), as a dict.
 
@@ -279,15 +289,12 @@ def run_status(*, run_id: UUID | str, owner: int | None = None) -> dict[str, Any
     key = _as_uuid(run_id)
     if key is None:
         return None
-    table = connection.ops.quote_name(TunixRun._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(name) for name in STATUS_FIELDS)
-    sql = f"SELECT {columns} FROM {table} WHERE id = %s"  # noqa: S608 (names from model meta)
-    params: list[Any] = [TunixRun._meta.pk.get_db_prep_value(key, connection)]
+    db = connections[DEFAULT_DB_ALIAS]
+    params: list[Any] = [TunixRun._meta.pk.get_db_prep_value(key, db)]
     if owner is not None:
-        sql += " AND created_by_id = %s"
         params.append(owner)
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
+    with db.cursor() as cur:
+        cur.execute(_status_sql(db.vendor, owner is not None), params)
         values = cur.fetchone()
     if values is None:
         return None

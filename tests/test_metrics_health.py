@@ -171,8 +171,8 @@ def test_the_bench_floor_is_not_served_unless_turned_on(
     from django.conf import settings as live
 
     assert live.TUNIX_BENCH_FLOOR is False  # the default, from the environment of the suite
-    assert client.get("/bench/floor").status_code == 404
+    assert client.get("/api/bench/floor").status_code == 404
     settings.TUNIX_BENCH_FLOOR = True
-    answer = client.get("/bench/floor")
+    answer = client.get("/api/bench/floor")
     assert answer.status_code == 200
     assert answer.json() == {"floor": True}

@@ -34,13 +34,3 @@ forwarded_allow_ips = os.environ.get("TUNIX_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("TUNIX_WEB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("TUNIX_WEB_LOG_LEVEL", "info")
-
-
-def post_worker_init(worker: object) -> None:
-    """Once the app is loaded, move everything it made so far out of the garbage collector's
-    reach: those objects live as long as the process, and a full collection that walks them
-    all stalls every thread of the process while it runs (about 100k objects here; see
-    docs/PERFORMANCE_BASELINE.md for the pause it took)."""
-    import gc
-
-    gc.freeze()

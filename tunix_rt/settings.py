@@ -169,7 +169,7 @@ TUNIX_TOKEN_CACHE_SECONDS = env_int("TUNIX_TOKEN_CACHE_SECONDS", 10)
 # /metrics: optional bearer token; how often each process publishes its run metrics.
 TUNIX_METRICS_TOKEN = env_str("TUNIX_METRICS_TOKEN", "")
 TUNIX_METRICS_FLUSH_SECONDS = env_int("TUNIX_METRICS_FLUSH_SECONDS", 10, minimum=1)
-# /bench/floor, the bench's no-work reference view (bench/run.py); 404 unless on.
+# /api/bench/floor, the bench's no-work reference view (bench/run.py); 404 unless on.
 TUNIX_BENCH_FLOOR = env_bool("TUNIX_BENCH_FLOOR", False)
 
 # Webhooks on every terminal transition (Standard Webhooks). URLs and secret come from the
@@ -243,7 +243,7 @@ MIDDLEWARE = [
     "runs.middleware.HtmxMiddleware",
     # Last before metrics: a locked-out login is answered before the view runs.
     "axes.middleware.AxesMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "runs.middleware.PrometheusAfterMiddleware",
 ]
 
 # Security headers. Pages load scripts and styles from this site only, with no inline script or

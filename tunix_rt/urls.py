@@ -12,6 +12,8 @@ from runs.api.token import TokenLoginView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Before the API's own routes, whose catch-all would answer it: off unless TUNIX_BENCH_FLOOR.
+    path("api/bench/floor", monitoring.bench_floor, name="bench-floor"),
     path("api/", include("runs.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script for the CSP.
@@ -21,7 +23,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", monitoring.metrics_view, name="metrics"),
-    path("bench/floor", monitoring.bench_floor, name="bench-floor"),  # off: TUNIX_BENCH_FLOOR
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 from typing import Any, TypeGuard
 
 from django.conf import settings
@@ -264,26 +263,20 @@ class RunListItemSerializer(serializers.ModelSerializer[TunixRun]):
         read_only_fields = fields
 
 
-def _iso(value: datetime | None) -> str | None:
-    """DRF's own datetime format (ISO 8601, UTC as Z)."""
-    if value is None:
-        return None
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
 def list_item(run: RunRow) -> dict[str, Any]:
     """RunListItemSerializer's output, built directly: the list is the hottest endpoint and a
-    ModelSerializer costs about 0.1 ms a row. tests/test_api_runs.py checks both agree."""
+    ModelSerializer costs about 0.1 ms a row. Times stay datetimes: the JSON renderer writes
+    them as DRF's DateTimeField does (ISO 8601, UTC as Z), in compiled code.
+    tests/test_api_runs.py checks that both render the same bytes."""
     return {
         "run_id": str(run.id),
         "status": run.status,
         "mode": run.mode,
         "dataset_key": run.dataset_key,
         "model_id": run.model_id,
-        "queued_at": _iso(run.queued_at),
-        "started_at": _iso(run.started_at),
-        "completed_at": _iso(run.completed_at),
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "completed_at": run.completed_at,
         "duration_seconds": run.duration_seconds,
         "exit_code": run.exit_code,
         "error_reason": run.error_reason,
@@ -295,14 +288,15 @@ PROGRESS_FIELDS = {"step": int, "total_steps": int, "loss": float, "loss_mean": 
 
 def status_item(row: dict[str, Any]) -> dict[str, Any]:
     """RunStatusSerializer's output for a selectors.run_status row, built directly: it is what
-    every open run page and API client polls. tests/test_api_runs.py checks both agree."""
+    every open run page and API client polls. Times stay datetimes, as in list_item.
+    tests/test_api_runs.py checks that both render the same bytes."""
     progress = row["progress"] or {}
     return {
         "run_id": str(row["id"]),
         "status": row["status"],
-        "queued_at": _iso(row["queued_at"]),
-        "started_at": _iso(row["started_at"]),
-        "completed_at": _iso(row["completed_at"]),
+        "queued_at": row["queued_at"],
+        "started_at": row["started_at"],
+        "completed_at": row["completed_at"],
         "exit_code": row["exit_code"],
         "error_reason": row["error_reason"],
         "error_message": row["error_message"],
