@@ -1,7 +1,17 @@
-"""Orchestration overhead of a real training: the tiny preset queued through Tunix RT versus the
-same training started directly from Python. Writes bench/results/training-<stamp>.json.
+"""Real trainings of the tiny preset. Writes bench/results/training-<stamp>.json.
 
-    .venv/bin/python bench/training.py [--repeats 5]
+    .venv/bin/python bench/training.py [--repeats 5] [--corpus-repeats 3] [--before DIR]
+    .venv/bin/python bench/training.py --corpora-only [--before DIR]
+
+Corpora: the trainer's throughput (real tokens a second, padding not counted, as it reports it)
+on a generated skewed-length corpus (550 prompt/completion records, median 37 bytes, longest
+1,400, lognormal lengths) and on a short-uniform one (550 records of 30 to 44 bytes), trained
+alternately with the same hyperparameters (the defaults: 3 epochs, batch 8), each run a fresh
+process as the worker starts it. Target: skewed >= 0.5 x short. ``--before DIR`` also trains the
+skewed corpus once with DIR's runs/trainer.py (a worktree of an earlier commit) for comparison.
+
+Overhead (skipped with --corpora-only): the tiny preset queued through Tunix RT versus the
+same training started directly from Python.
 
 Needs google-tunix (make install-tunix) and PostgreSQL (BENCH_PG, as bench/run.py). Queued: from
 the API's POST until a client polling the status endpoint every 50 ms sees "completed", with
@@ -16,7 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import os
+import random
+import re
+import shutil
 import statistics
+import string
 import subprocess
 import sys
 import time
@@ -41,6 +57,25 @@ from bench.run import (  # noqa: E402
 )
 
 EPOCHS = 3  # the demo dataset: 8 steps an epoch, so 24 steps
+CORPUS_RECORDS = 550
+# JAX_LOG_COMPILES' line for the train and eval step functions Tunix jits.
+STEP_COMPILE = re.compile(
+    r"Finished XLA compilation of jit\(_(?:train|eval)_step\) in ([0-9.]+) sec"
+)
+SKEWED_MEDIAN_BYTES, SKEWED_LONGEST_BYTES = 37, 1400
+SHORT_BYTES = (30, 44)
+SHORTEST_BYTES = 8  # a prompt and a completion of a few bytes each
+CORPUS_HYPER = {  # the run defaults (runs/training_config.py)
+    "learning_rate": None,
+    "num_epochs": 3,
+    "batch_size": 8,
+    "max_seq_length": 2048,
+    "max_steps": None,
+    "eval_fraction": 0.1,
+    "seed": 42,
+    "lora_rank": 0,
+    "lora_alpha": 16.0,
+}
 
 
 def queued_run(token: str) -> tuple[float, str]:
@@ -107,11 +142,183 @@ def run_breakdown(run_id: str) -> dict[str, float]:
     }
 
 
+def record(rng: random.Random, size: int) -> dict[str, str]:
+    """A prompt/completion record of ``size`` UTF-8 bytes, a third of them prompt."""
+    prompt = max(3, size // 3)
+    letters = string.ascii_lowercase + " "
+    return {
+        "prompt": "".join(rng.choices(letters, k=prompt)),
+        "completion": "".join(rng.choices(letters, k=size - prompt)),
+    }
+
+
+def skewed_sizes(count: int = CORPUS_RECORDS) -> list[int]:
+    """Lognormal record sizes with the given median and longest: the distribution's quantiles
+    at (i + 0.5) / count, so the corpus is the same on every run, in shuffled order."""
+    normal = statistics.NormalDist()
+    top = normal.inv_cdf((count - 0.5) / count)
+    sigma = math.log(SKEWED_LONGEST_BYTES / SKEWED_MEDIAN_BYTES) / top
+    sizes = [
+        max(SHORTEST_BYTES, round(SKEWED_MEDIAN_BYTES * math.exp(sigma * normal.inv_cdf(q))))
+        for q in ((i + 0.5) / count for i in range(count))
+    ]
+    random.Random(1).shuffle(sizes)
+    return sizes
+
+
+def write_corpora(directory: Path) -> dict[str, Path]:
+    rng = random.Random(2)
+    sizes = {
+        "skewed": skewed_sizes(),
+        "short": [rng.randint(*SHORT_BYTES) for _ in range(CORPUS_RECORDS)],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, corpus in sizes.items():
+        path = directory / f"{name}.jsonl"
+        lines = (json.dumps(record(rng, size)) for size in corpus)
+        path.write_text("".join(line + "\n" for line in lines))
+        paths[name] = path
+    return paths
+
+
+def corpus_stats(path: Path) -> dict[str, int]:
+    sizes = sorted(
+        len((r["prompt"] + r["completion"]).encode())
+        for r in map(json.loads, path.read_text().splitlines())
+    )
+    return {
+        "records": len(sizes),
+        "median_bytes": round(statistics.median(sizes)),
+        "longest_bytes": sizes[-1],
+        "total_bytes": sum(sizes),
+    }
+
+
+def corpus_run(dataset: Path, out: Path, *, trainer_root: Path = REPO) -> dict[str, Any]:
+    """One training of the tiny preset on ``dataset`` by ``trainer_root``'s runs/trainer.py, in
+    a fresh process as the worker runs it; its TUNIX_RESULT payload, and the process's wall."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    spec = {
+        "run_id": out.name,
+        "mode": "local",
+        "model": {"id": "tunix-rt/tiny-llama3"},
+        "dataset": {"key": dataset.stem, "path": str(dataset), "format": "prompt_completion"},
+        "training": CORPUS_HYPER,
+        "output": {
+            "dir": str(out),
+            "checkpoints": str(out / "checkpoints" / "attempt-1"),
+            "metrics": str(out / "metrics" / "attempt-1"),
+        },
+    }
+    config = out / "tunix_config.json"
+    config.write_text(json.dumps(spec))
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "runs.trainer", str(config)],
+        cwd=out,
+        # JAX logs each XLA compilation and its duration: how much of the wall is compiling.
+        env={**os.environ, "PYTHONPATH": str(trainer_root), "JAX_LOG_COMPILES": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    process = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("TUNIX_RESULT ")]
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("TUNIX_RESULT "))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # megabytes a run, not needed
+    compiles = [float(seconds) for seconds in STEP_COMPILE.findall(proc.stderr)]
+    real_tokens = result["tokens_per_second"] * result["wall_seconds"]
+    return {
+        **result,
+        "process_s": round(process, 3),
+        "step_compilations": len(compiles),
+        "step_compile_s": round(sum(compiles), 3),
+        # Throughput once compiled: what more steps (or a warm compilation cache) tend to.
+        "tokens_per_second_compiled": round(
+            real_tokens / (result["wall_seconds"] - sum(compiles)), 1
+        ),
+    }
+
+
+def compare_corpora(repeats: int, before: Path | None) -> dict[str, Any]:
+    """Skewed and short trained alternately (so a slower stretch of the machine hits both),
+    then, with ``before``, the skewed corpus once by that checkout's trainer."""
+    directory = VAR / "corpora"
+    corpora = write_corpora(directory)
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in corpora}
+    for repeat in range(repeats):
+        for name, path in corpora.items():
+            result = corpus_run(path, directory / f"{name}-{repeat}")
+            samples[name].append(result)
+            print(json.dumps({"corpus": name, **result}), flush=True)
+    medians = {
+        name: statistics.median(s["tokens_per_second"] for s in runs)
+        for name, runs in samples.items()
+    }
+    ratio = medians["skewed"] / medians["short"]
+    compiled = {
+        name: statistics.median(s["tokens_per_second_compiled"] for s in runs)
+        for name, runs in samples.items()
+    }
+    report: dict[str, Any] = {
+        "training": "tunix-rt/tiny-llama3, defaults: 3 epochs, batch 8, seed 42, 10 % held out",
+        "corpora": {name: corpus_stats(path) for name, path in corpora.items()},
+        "samples": samples,
+        "skewed_tokens_per_second": medians["skewed"],
+        "short_tokens_per_second": medians["short"],
+        "skewed_over_short": round(ratio, 3),
+        "target": 0.5,
+        "met": ratio >= 0.5,
+        "compiled_skewed_over_short": round(compiled["skewed"] / compiled["short"], 3),
+    }
+    if before is not None:
+        result = corpus_run(corpora["skewed"], directory / "skewed-before", trainer_root=before)
+        print(json.dumps({"corpus": "skewed", "trainer": "before", **result}), flush=True)
+        report["before"] = {
+            "trainer": _commit(before),
+            "skewed": result,
+            "speedup": round(medians["skewed"] / result["tokens_per_second"], 1),
+        }
+    return report
+
+
+def _commit(checkout: Path) -> str:
+    return subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="queued/direct pairs")
+    parser.add_argument("--corpus-repeats", type=int, default=3, help="skewed/short pairs")
+    parser.add_argument("--corpora-only", action="store_true", help="skip the overhead part")
+    parser.add_argument("--before", type=Path, help="a checkout whose trainer to compare")
     args = parser.parse_args()
     ENV.pop("TUNIX_TRAINER_COMMAND", None)  # the project's own Tunix trainer
+    os.environ.pop("TUNIX_TRAINER_COMMAND", None)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    corpora = compare_corpora(args.corpus_repeats, args.before)
+    summary = {k: v for k, v in corpora.items() if k != "samples"}
+    print(json.dumps(summary, indent=1))
+    if args.corpora_only:
+        write_report({"started": started, "machine": machine, **corpora}, prefix="training-")
+        return
+    overhead = queued_versus_direct(args.repeats)
+    write_report(
+        {"started": started, "machine": machine, **overhead, "length_bucketing": corpora},
+        prefix="training-",
+    )
+
+
+def queued_versus_direct(repeats: int) -> dict[str, Any]:
     reset_database()
     token = setup_django()
     web = Gunicorn()
@@ -121,7 +328,7 @@ def main() -> None:
         time.sleep(2)  # the cluster's processes start
         _, warm = queued_run(token)  # page cache: JAX and Tunix files read once
         direct_run(warm, -1)
-        for repeat in range(args.repeats):
+        for repeat in range(repeats):
             queued, run_id = queued_run(token)
             direct = direct_run(run_id, repeat)
             sample = {
@@ -139,8 +346,6 @@ def main() -> None:
     direct_median = statistics.median(s["direct_s"] for s in samples)
     limit = direct_median * 1.1 + 2.0
     report = {
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": sys.version.split()[0]},
         "training": f"tunix-rt/tiny-llama3, demo dataset, {EPOCHS} epochs (24 steps), batch 8",
         "samples": samples,
         "queued_median_s": queued_median,
@@ -150,7 +355,7 @@ def main() -> None:
         "met": queued_median <= limit,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
-    write_report(report, prefix="training-")
+    return report
 
 
 if __name__ == "__main__":

@@ -26,7 +26,14 @@ RESULT_PREFIX = "TUNIX_RESULT "
 ERROR_PREFIX = "TUNIX_ERROR "
 MAX_LINE_CHARS = 4096  # a progress line is small; a longer one is ordinary output
 MAX_CURVE_POINTS = 200  # the stored loss curve; older points are thinned, never the newest
-RESULT_KEYS = ("train_loss", "eval_loss", "steps", "tokens_per_second", "wall_seconds")
+RESULT_KEYS = (
+    "train_loss",
+    "eval_loss",
+    "steps",
+    "tokens_per_second",
+    "wall_seconds",
+    "compiled_shapes",  # padded batch lengths the training compiled (runs/trainer.py)
+)
 TRAIN_LOSS_WINDOW = 10  # steps the reported training loss is averaged over
 
 

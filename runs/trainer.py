@@ -12,6 +12,10 @@ stdout, one line each (see runs/progress.py):
     TUNIX_RESULT {"train_loss": ..., "eval_loss": ..., "steps": ..., "tokens_per_second": ...}
     TUNIX_ERROR {"reason": Reason.MODEL_UNAVAILABLE, "message": "..."}   (then exit code 2)
 
+Batches are padded to a few lengths (length_ladder), each holding examples of similar length,
+so a corpus of mostly short records with a few long ones does not compute mostly padding;
+``compiled_shapes`` in the result counts the padded shapes the run compiled.
+
 ``loss`` is the step's batch loss; ``loss_mean`` and ``train_loss`` are the mean over the last
 progress.TRAIN_LOSS_WINDOW steps.
 
@@ -30,6 +34,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,13 @@ from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX, LossWind
 
 EXIT_REFUSED = 2  # the trainer refused the run and said why on a TUNIX_ERROR line
 MAX_EVALS = 10  # evaluations per run, the last one always after the final step
+# Padded lengths per run: each is one compilation of the train step and one of the eval step.
+MAX_SHAPES = 5
+LADDER_SLACK = 1.1  # fewer rungs are kept while they pad at most 10 % more than MAX_SHAPES would
+# Each rung is at least twice the one below: closer rungs save too little padding per example
+# to pay for a compilation, and no example is padded to more than twice the rung below its own.
+RUNG_RATIO = 2
+MAX_LADDER_CANDIDATES = 256  # distinct rounded lengths the ladder search considers
 PAD, BOS, EOS, BYTE_OFFSET = 0, 1, 2, 3  # the tiny preset's byte tokenizer
 TINY_VOCAB = 256 + BYTE_OFFSET
 # LoRA targets by family: attention and MLP projections (and the head for the random-weight
@@ -153,11 +165,61 @@ def split_records(
     return shuffled[held_out:], shuffled[:held_out]
 
 
-def sequence_length(examples: Sequence[Example], limit: int) -> int:
-    """One padded length for every batch (one compilation): the longest example, rounded up
-    to a multiple of 8, never above the run's limit."""
-    longest = max(len(e.tokens) for e in examples)
-    return min(limit, -(-longest // 8) * 8)
+def length_ladder(
+    lengths: Sequence[int], limit: int, batch_size: int, max_shapes: int = MAX_SHAPES
+) -> list[int]:
+    """The lengths batches are padded to, shortest first: the fewest rungs (at most
+    ``max_shapes``) whose padded tokens come within LADDER_SLACK of the best ``max_shapes``
+    rungs can do for these lengths. Every shape costs a compilation of the train step and
+    one of the eval step, so a rung that saves little padding is not worth its compile.
+
+    Rungs are multiples of 8 (coarser for very spread lengths, to bound the search), the top
+    one the longest example's, never above ``limit``, each at least RUNG_RATIO times the one
+    below. Every rung below the top holds at least a batch of examples: a shape compiled for
+    part of one batch costs more than it saves."""
+    granule = 8
+    while len({-(-n // granule) for n in lengths}) > MAX_LADDER_CANDIDATES:
+        granule *= 2
+    counts = Counter(min(limit, -(-n // granule) * granule) for n in lengths)
+    values = sorted(counts)
+    held = [0]  # held[j]: examples at or below values[j - 1]
+    for value in values:
+        held.append(held[-1] + counts[value])
+    top = len(values)
+    # padded[k][j]: fewest padded tokens for the examples up to values[j - 1] with k rungs,
+    # the highest at values[j - 1]; below[k][j]: where that highest rung's bucket starts.
+    padded = [[0.0] + [math.inf] * top]
+    below: list[list[int]] = [[0] * (top + 1)]
+    for _ in range(max_shapes):
+        previous, row, start = padded[-1], [math.inf] * (top + 1), [0] * (top + 1)
+        for j in range(1, top + 1):
+            for i in range(j):
+                in_bucket = held[j] - held[i]
+                if (j < top and in_bucket < batch_size) or (
+                    i > 0 and values[j - 1] < RUNG_RATIO * values[i - 1]
+                ):
+                    break  # starting the bucket higher only makes both worse
+                cost = previous[i] + in_bucket * values[j - 1]
+                if cost < row[j]:
+                    row[j], start[j] = cost, i
+        padded.append(row)
+        below.append(start)
+    best = min(padded[k][top] for k in range(1, max_shapes + 1))
+    rungs = next(k for k in range(1, max_shapes + 1) if padded[k][top] <= best * LADDER_SLACK)
+    ladder, j = [], top
+    for k in range(rungs, 0, -1):
+        ladder.append(values[j - 1])
+        j = below[k][j]
+    return ladder[::-1]
+
+
+def bucket_length(length: int, ladder: Sequence[int]) -> int:
+    """The rung an example of ``length`` tokens is padded to: the shortest that holds it."""
+    return next(rung for rung in ladder if rung >= length)
+
+
+def padded_length(batch: Sequence[Example], ladder: Sequence[int]) -> int:
+    return bucket_length(max(len(e.tokens) for e in batch), ladder)
 
 
 def plan_steps(train_count: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
@@ -183,25 +245,33 @@ def batch_arrays(
 
 
 def train_batches(
-    examples: Sequence[Example], batch_size: int, steps: int, seed: int
+    examples: Sequence[Example], batch_size: int, steps: int, seed: int, ladder: Sequence[int]
 ) -> Iterator[list[Example]]:
-    """``steps`` full batches; each epoch reshuffled, a short last batch topped up from the
-    next epoch so every step has the same shape."""
+    """``steps`` full batches of examples of similar length, reproducible from the seed (a
+    resumed run skips the first ones and must get the rest unchanged): each epoch is shuffled,
+    ordered by rung (a stable sort, so the shuffle decides the order within a rung), cut into
+    batches, and the batches shuffled. The epoch's short batch, the one holding its longest
+    examples, is topped up with its shortest ones, which pad nothing more. Every example is
+    trained on once an epoch, and an epoch is ``ceil(len(examples) / batch_size)`` steps, as
+    plan_steps counts."""
     rng = random.Random(seed + 1)  # noqa: S311 - reproducible order, not a secret
-
-    def epochs() -> Iterator[Example]:
-        while True:
-            epoch = list(examples)
-            rng.shuffle(epoch)
-            yield from epoch
-
-    stream = epochs()
-    for _ in range(steps):
-        yield list(itertools.islice(stream, batch_size))
+    produced = 0
+    while examples and produced < steps:
+        epoch = list(examples)
+        rng.shuffle(epoch)
+        epoch.sort(key=lambda e: bucket_length(len(e.tokens), ladder))
+        batches = [epoch[i : i + batch_size] for i in range(0, len(epoch), batch_size)]
+        batches[-1] += itertools.islice(itertools.cycle(epoch), batch_size - len(batches[-1]))
+        rng.shuffle(batches)
+        yield from batches[: steps - produced]
+        produced += len(batches)
 
 
 def eval_batches(examples: Sequence[Example], batch_size: int) -> list[list[Example]]:
-    """Every held-out example once; a short batch topped up with repeats of the first ones."""
+    """Every held-out example once; a short batch topped up with repeats of the first ones.
+    The batches keep the split's order rather than grouping lengths: the evaluation loss is
+    the mean of the batches' losses, so regrouping would change it. Each is still padded to
+    its own rung only."""
     batches = []
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start : start + batch_size])
@@ -384,6 +454,32 @@ def step_reporter(total_steps: int, seen: dict[str, float]) -> Callable[[int, fl
     return report
 
 
+def training_input(batch: Sequence[Example], length: int, pad_id: int) -> Any:
+    """A batch as Tunix's trainer takes it, right-padded to ``length``."""
+    import numpy as np
+    from tunix.sft import peft_trainer
+
+    tokens, masks = batch_arrays(batch, length, pad_id)
+    return peft_trainer.TrainingInput(
+        input_tokens=np.array(tokens, np.int32), input_mask=np.array(masks, bool)
+    )
+
+
+def model_inputs(batch: Any, pad_id: int) -> dict[str, Any]:
+    """The model's arguments for a batch: positions count real tokens only and the causal
+    mask hides the padding, so a token's logits, and the loss (Tunix's mean over the
+    completion tokens of the batch), do not depend on how far the batch is padded."""
+    from tunix.sft import utils
+
+    real = batch.input_tokens != pad_id
+    return {
+        "input_tokens": batch.input_tokens,
+        "input_mask": batch.input_mask,
+        "positions": utils.build_positions_from_mask(real),
+        "attention_mask": utils.make_causal_attn_mask(real),
+    }
+
+
 def with_lora(model: Any, family: str, rank: int, alpha: float, seed: int) -> Any:
     import qwix
     from flax import nnx
@@ -405,7 +501,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     import jax
     import numpy as np
     import optax
-    from tunix.sft import hooks, metrics_logger, peft_trainer, utils
+    from tunix.sft import hooks, metrics_logger, peft_trainer
     from tunix.utils import mesh as mesh_lib
 
     batch_size = int(hyper["batch_size"])
@@ -424,17 +520,18 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
             "no training example keeps a completion token within max_seq_length "
             f"({hyper['max_seq_length']}); raise it or lower eval_fraction",
         )
-    length = sequence_length([*train_examples, *eval_examples], int(hyper["max_seq_length"]))
+    ladder = length_ladder(
+        [len(e.tokens) for e in [*train_examples, *eval_examples]],
+        int(hyper["max_seq_length"]),
+        batch_size,
+    )
     total_steps = plan_steps(
         len(train_examples), batch_size, int(hyper["num_epochs"]), hyper.get("max_steps")
     )
     every = eval_interval(total_steps)
 
     def to_input(batch: list[Example]) -> Any:
-        tokens, masks = batch_arrays(batch, length, tokenizer.pad_id)
-        return peft_trainer.TrainingInput(
-            input_tokens=np.array(tokens, np.int32), input_mask=np.array(masks, bool)
-        )
+        return training_input(batch, padded_length(batch, ladder), tokenizer.pad_id)
 
     if int(hyper["lora_rank"]) > 0:
         with mesh:
@@ -461,17 +558,9 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     learning_rate = float(hyper.get("learning_rate") or plan.model.learning_rate)
     optimizer = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate)
     trainer = peft_trainer.PeftTrainer(model, optimizer, config)
-    trainer = trainer.with_gen_model_input_fn(
-        lambda x: {
-            "input_tokens": x.input_tokens,
-            "input_mask": x.input_mask,
-            "positions": utils.build_positions_from_mask(x.input_tokens != tokenizer.pad_id),
-            "attention_mask": utils.make_causal_attn_mask(x.input_tokens != tokenizer.pad_id),
-        }
-    )
-    eval_set = (
-        [to_input(b) for b in eval_batches(eval_examples, batch_size)] if eval_examples else None
-    )
+    trainer = trainer.with_gen_model_input_fn(lambda x: model_inputs(x, tokenizer.pad_id))
+    evaluated = eval_batches(eval_examples, batch_size) if eval_examples else []
+    eval_set = [to_input(b) for b in evaluated] or None
     seen: dict[str, float] = {}
     report_step = step_reporter(total_steps, seen)
 
@@ -492,19 +581,32 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     trainer.with_training_hooks(Report())
     # Compiling from here (and, when resuming, restoring the checkpoint of that step).
     emit(PROGRESS_PREFIX, {"step": resumed_from, "total_steps": total_steps})
-    # Tokens the training actually saw (padding not counted); the batches are reproducible
-    # from the seed, so count them without keeping them.
-    real_tokens = sum(
-        len(e.tokens)
-        for batch in itertools.islice(
-            train_batches(train_examples, batch_size, total_steps, seed), resumed_from, None
-        )
-        for e in batch
+    # Tokens the training actually saw (padding not counted), and the padded lengths this
+    # process compiles for; the batches are reproducible from the seed, so count them without
+    # keeping them (a resumed run skips the batches before its checkpoint unseen).
+    real_tokens = padded_tokens = 0
+    train_lengths: set[int] = set()
+    for batch in itertools.islice(
+        train_batches(train_examples, batch_size, total_steps, seed, ladder), resumed_from, None
+    ):
+        real_tokens += sum(len(e.tokens) for e in batch)
+        train_lengths.add(padded_length(batch, ladder))
+        padded_tokens += len(batch) * padded_length(batch, ladder)
+    eval_lengths = {padded_length(b, ladder) for b in evaluated}
+    compiled_shapes = len(train_lengths) + len(eval_lengths)
+    print(
+        f"padded lengths {ladder}: training uses {sorted(train_lengths)}, evaluation "
+        f"{sorted(eval_lengths)} ({compiled_shapes} compilations); "
+        f"{real_tokens} of {padded_tokens} training tokens are real",
+        flush=True,
     )
     started = time.monotonic()
     with mesh:
         trainer.train(
-            (to_input(b) for b in train_batches(train_examples, batch_size, total_steps, seed)),
+            (
+                to_input(b)
+                for b in train_batches(train_examples, batch_size, total_steps, seed, ladder)
+            ),
             eval_set,
         )
     wall = time.monotonic() - started
@@ -514,6 +616,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         "eval_loss": seen.get("eval_loss"),
         "tokens_per_second": round(real_tokens / wall, 1),
         "wall_seconds": round(wall, 3),
+        "compiled_shapes": compiled_shapes,
     }
     return {k: v for k, v in result.items() if v is not None}
 

@@ -23,7 +23,8 @@ def test_the_result_line_gives_the_final_metrics() -> None:
     tracker = ProgressTracker()
     tracker.feed_line(
         'TUNIX_RESULT {"train_loss": 2.1, "eval_loss": 2.4, "steps": 20, '
-        '"tokens_per_second": 812.5, "wall_seconds": 11.2, "ignored": "x"}'
+        '"tokens_per_second": 812.5, "wall_seconds": 11.2, "compiled_shapes": 3, '
+        '"ignored": "x"}'
     )
     assert tracker.snapshot()["metrics"] == {
         "train_loss": 2.1,
@@ -31,6 +32,7 @@ def test_the_result_line_gives_the_final_metrics() -> None:
         "steps": 20.0,
         "tokens_per_second": 812.5,
         "wall_seconds": 11.2,
+        "compiled_shapes": 3.0,
     }
 
 

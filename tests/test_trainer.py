@@ -3,16 +3,20 @@ a reason, and real tiny trainings run directly (full fine-tuning and LoRA)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runs import model_catalog, trainer
-from runs.progress import LineSplitter, ProgressTracker
+from runs.progress import RESULT_PREFIX, LineSplitter, ProgressTracker
 from tests.support.clusters import REPO_ROOT
 
 DEMO = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
@@ -52,7 +56,19 @@ def write_config(
     return path
 
 
-def run_trainer(config: Path) -> tuple[int, ProgressTracker, str]:
+class TrainerOutput(ProgressTracker):
+    """The worker's parse of the trainer's stdout, plus the result line's whole payload (the
+    worker keeps only progress.RESULT_KEYS of it)."""
+
+    payload: dict[str, Any] | None = None
+
+    def feed_line(self, line: str) -> None:
+        if line.startswith(RESULT_PREFIX):
+            self.payload = json.loads(line.removeprefix(RESULT_PREFIX))
+        super().feed_line(line)
+
+
+def run_trainer(config: Path) -> tuple[int, TrainerOutput, str]:
     """The trainer as the worker runs it: a child process, stdout parsed line by line."""
     proc = subprocess.run(
         [sys.executable, "-m", "runs.trainer", str(config)],
@@ -62,7 +78,7 @@ def run_trainer(config: Path) -> tuple[int, ProgressTracker, str]:
         timeout=240,
         check=False,
     )
-    tracker = ProgressTracker()
+    tracker = TrainerOutput()
     lines = LineSplitter(tracker.feed_line)
     lines.feed(proc.stdout)
     lines.close()
@@ -125,11 +141,12 @@ def test_the_last_evaluation_falls_on_the_final_step(total: int, expected: int) 
 
 
 def test_every_batch_is_full_and_every_example_is_seen_each_epoch() -> None:
-    examples = [trainer.Example([i + 3], [1]) for i in range(10)]
-    batches = list(trainer.train_batches(examples, 4, steps=5, seed=1))
-    assert [len(b) for b in batches] == [4] * 5
-    first_epoch = [e.tokens[0] for b in batches for e in b][:10]
-    assert sorted(first_epoch) == list(range(3, 13))
+    examples = [trainer.Example([i + 3] * (i + 1), [1] * (i + 1)) for i in range(10)]
+    batches = list(trainer.train_batches(examples, 4, steps=7, seed=1, ladder=[8, 16]))
+    assert [len(b) for b in batches] == [4] * 7
+    # An epoch is ceil(10 / 4) = 3 steps (as plan_steps counts) and holds every example.
+    for epoch in (batches[:3], batches[3:6]):
+        assert {e.tokens[0] for b in epoch for e in b} == set(range(3, 13))
 
 
 def test_every_held_out_example_is_evaluated_in_full_batches() -> None:
@@ -139,10 +156,87 @@ def test_every_held_out_example_is_evaluated_in_full_batches() -> None:
     assert {e.tokens[0] for e in batches[0]} == {3, 4, 5}
 
 
-def test_one_padded_length_rounded_to_eight_within_the_limit() -> None:
-    examples = [trainer.Example([5] * 13, [1] * 13), trainer.Example([5] * 3, [1] * 3)]
-    assert trainer.sequence_length(examples, 2048) == 16
-    assert trainer.sequence_length(examples, 14) == 14
+def skewed_lengths(count: int = 550, seed: int = 0) -> list[int]:
+    """Token counts of a corpus like the one that motivated bucketing: mostly short records
+    (median about 40 tokens), a long tail up to 1,400."""
+    rng = random.Random(seed)
+    return [min(1400, max(8, round(40 * math.exp(rng.gauss(0, 1.15))))) for _ in range(count)]
+
+
+def examples_of(lengths: list[int]) -> list[trainer.Example]:
+    return [trainer.Example([5 + i % 200] * n, [0] + [1] * (n - 1)) for i, n in enumerate(lengths)]
+
+
+def test_similar_lengths_share_one_padded_length_rounded_to_eight_within_the_limit() -> None:
+    lengths = [33, 35, 37, 38, 40, 41, 42] * 9  # the demo dataset's spread
+    assert trainer.length_ladder(lengths, 2048, 8) == [48]
+    assert trainer.length_ladder(lengths, 44, 8) == [44]
+
+
+def test_skewed_lengths_get_a_few_rungs_that_cut_most_of_the_padding() -> None:
+    lengths = skewed_lengths()
+    ladder = trainer.length_ladder(lengths, 2048, 8)
+    assert 3 <= len(ladder) <= trainer.MAX_SHAPES
+    assert ladder[-1] == -(-max(lengths) // 8) * 8
+    assert all(rung % 8 == 0 for rung in ladder)
+    assert all(high >= trainer.RUNG_RATIO * low for low, high in itertools.pairwise(ladder))
+    # Every rung below the top is worth its compilation: it pads at least a batch.
+    held = Counter(trainer.bucket_length(n, ladder) for n in lengths)
+    assert all(held[rung] >= 8 for rung in ladder[:-1])
+    padded = sum(trainer.bucket_length(n, ladder) for n in lengths)
+    assert padded < 2 * sum(lengths)  # against more than ten times as much with one length
+    assert len(lengths) * ladder[-1] > 10 * sum(lengths)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_ladder_never_exceeds_max_shapes_and_holds_every_example(seed: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.choice([rng.randint(4, 64), rng.randint(4, 30000)]) for _ in range(300)]
+    limit = rng.choice([2048, 4096, 32768])
+    lengths = [min(n, limit) for n in lengths]
+    for max_shapes in (1, 3, trainer.MAX_SHAPES):
+        ladder = trainer.length_ladder(lengths, limit, 8, max_shapes)
+        assert 1 <= len(ladder) <= max_shapes
+        assert ladder == sorted(set(ladder))
+        assert max(lengths) <= ladder[-1] <= limit
+
+
+def test_batches_group_similar_lengths_reproducibly_from_the_seed() -> None:
+    examples = examples_of(skewed_lengths())
+    ladder = trainer.length_ladder([len(e.tokens) for e in examples], 2048, 8)
+    steps = trainer.plan_steps(len(examples), 8, 3, None)
+    batches = list(trainer.train_batches(examples, 8, steps, seed=42, ladder=ladder))
+    assert len(batches) == steps
+    assert batches == list(trainer.train_batches(examples, 8, steps, seed=42, ladder=ladder))
+    assert batches != list(trainer.train_batches(examples, 8, steps, seed=43, ladder=ladder))
+    lengths = [trainer.padded_length(b, ladder) for b in batches]
+    assert set(lengths) <= set(ladder)
+    # Batches are not in length order: the short ones are spread over the epoch.
+    assert lengths != sorted(lengths)
+    real = sum(len(e.tokens) for b in batches for e in b)
+    padded = sum(len(b) * n for b, n in zip(batches, lengths, strict=True))
+    assert padded < 2 * real
+
+
+def test_a_shorter_run_trains_the_first_batches_of_a_longer_one() -> None:
+    """What resuming relies on: the attempt that stopped at step 12 and the one finishing the
+    run see the same batches up to 12, and the batches after it do not depend on the stop."""
+    examples = examples_of(skewed_lengths(100))
+    ladder = trainer.length_ladder([len(e.tokens) for e in examples], 2048, 8)
+    longer = list(trainer.train_batches(examples, 8, 40, seed=7, ladder=ladder))
+    assert list(trainer.train_batches(examples, 8, 12, seed=7, ladder=ladder)) == longer[:12]
+
+
+def test_a_run_compiles_at_most_max_shapes_lengths_per_step_function() -> None:
+    examples = examples_of(skewed_lengths(seed=3))
+    train, held_out = examples[55:], examples[:55]
+    ladder = trainer.length_ladder([len(e.tokens) for e in examples], 2048, 8)
+    steps = trainer.plan_steps(len(train), 8, 3, None)
+    batches = trainer.train_batches(train, 8, steps, 42, ladder)
+    train_lengths = {trainer.padded_length(b, ladder) for b in batches}
+    eval_lengths = {trainer.padded_length(b, ladder) for b in trainer.eval_batches(held_out, 8)}
+    assert 1 < len(train_lengths) <= trainer.MAX_SHAPES
+    assert 1 < len(eval_lengths) <= trainer.MAX_SHAPES
 
 
 # --------------------------------------------------------------------------- refusals
@@ -186,7 +280,7 @@ def test_an_unreadable_config_is_refused(
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, ProgressTracker, str]:
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, TrainerOutput, str]:
     """One uninterrupted 24-step training of the preset, shared by the tests that read it."""
     directory = tmp_path_factory.mktemp("full-run")
     code, progress, stderr = run_trainer(write_config(directory))
@@ -194,7 +288,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Progr
 
 
 def test_full_fine_tuning_of_the_tiny_preset(
-    tunix_runtime: None, full_run: tuple[Path, int, ProgressTracker, str]
+    tunix_runtime: None, full_run: tuple[Path, int, TrainerOutput, str]
 ) -> None:
     tmp_path, code, progress, stderr = full_run
     assert code == 0, stderr[-3000:]
@@ -206,11 +300,16 @@ def test_full_fine_tuning_of_the_tiny_preset(
     assert result["steps"] == 24
     assert 0 < result["eval_loss"] < losses[0]
     # Throughput counts the tokens trained on, padding excluded.
-    train, _ = trainer.split_records(trainer.read_records(DEMO), 0.1, seed=42)
-    examples = [trainer.encode(r, trainer.ByteTokenizer(), 2048) for r in train]
-    batches = trainer.train_batches([e for e in examples if e], 8, 24, seed=42)
+    train, held_out = trainer.split_records(trainer.read_records(DEMO), 0.1, seed=42)
+    examples = [trainer.encode(r, trainer.ByteTokenizer(), 2048) for r in train + held_out]
+    ladder = trainer.length_ladder([len(e.tokens) for e in examples if e], 2048, 8)
+    batches = trainer.train_batches([e for e in examples[: len(train)] if e], 8, 24, 42, ladder)
     tokens = sum(len(e.tokens) for batch in batches for e in batch)
     assert result["tokens_per_second"] * result["wall_seconds"] == pytest.approx(tokens, rel=0.01)
+    # The demo's lengths are alike: one padded length, compiled for training and evaluation.
+    assert ladder == [48]
+    assert progress.payload is not None
+    assert progress.payload["compiled_shapes"] == 2
     final = tmp_path / "checkpoints" / "attempt-1" / "24"
     assert (final / "optimizer_state").is_dir()
     names = json.loads((final / "model_params" / "_METADATA").read_text())["tree_metadata"]
@@ -300,7 +399,7 @@ def attempt_config(directory: Path, attempt: int, **overrides: Any) -> Path:
 
 
 def test_a_later_attempt_resumes_where_the_earlier_one_checkpointed(
-    tmp_path: Path, tunix_runtime: None, full_run: tuple[Path, int, ProgressTracker, str]
+    tmp_path: Path, tunix_runtime: None, full_run: tuple[Path, int, TrainerOutput, str]
 ) -> None:
     """Attempt 1 stops after step 12 (its last checkpoint); attempt 2 restores it and trains
     13..24 to exactly the losses of the uninterrupted run: the same weights, optimizer state

@@ -368,8 +368,15 @@ class RunMetricsSerializer(serializers.Serializer[Any]):
     )
     eval_loss = serializers.FloatField(required=False)
     steps = serializers.FloatField(required=False)
-    tokens_per_second = serializers.FloatField(required=False)
+    tokens_per_second = serializers.FloatField(
+        required=False, help_text="tokens trained on per second, padding not counted"
+    )
     wall_seconds = serializers.FloatField(required=False)
+    compiled_shapes = serializers.FloatField(
+        required=False,
+        help_text="padded batch shapes the training compiled (train and eval steps); each "
+        "costs a compilation",
+    )
 
 
 class RunDetailSerializer(RunListItemSerializer):
