@@ -33,7 +33,9 @@ from bench import wrk  # noqa: E402
 from bench.loadgen import closed_loop, open_loop, request  # noqa: E402
 
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
-DB_NAME = "tunix_rt_bench"
+# Every bench (run, ab, soak, training) resets this database and serves on this port: two at
+# once on one machine need their own BENCH_DB, BENCH_PORT and BENCH_VAR.
+DB_NAME = os.environ.get("BENCH_DB", "tunix_rt_bench")
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 BASE = f"http://127.0.0.1:{PORT}"
 VAR = Path(os.environ.get("BENCH_VAR", "/tmp/tunix-rt-bench"))

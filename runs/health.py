@@ -90,5 +90,10 @@ class ProbeMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         probe = self.PROBES.get(request.path_info)
         if probe is not None and request.method in {"GET", "HEAD"}:
-            return probe(request)
+            response = probe(request)
+            # CommonMiddleware, which would say it, never sees a probe's answer: without it
+            # gunicorn sends the body chunked, and a client on a kept-alive connection that
+            # does not decode chunks waits for the connection to close.
+            response["Content-Length"] = str(len(response.content))
+            return response
         return self.get_response(request)

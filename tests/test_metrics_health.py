@@ -130,6 +130,15 @@ def test_healthz_answers_without_a_database(client: Client) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+def test_a_probe_says_how_long_its_answer_is(client: Client, probe: str) -> None:
+    """Without a length gunicorn chunks the body, and a kept-alive client that does not
+    decode chunks waits for the connection to close."""
+    response = client.get(probe)
+    assert response["Content-Length"] == str(len(response.content))
+
+
+@pytest.mark.django_db
 def test_readyz_explains_a_missing_or_stale_worker(client: Client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 503
