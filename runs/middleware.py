@@ -1,14 +1,16 @@
 """Middleware that a browser needs and an API client with a token does not.
 
-An API call that carries ``Authorization: Token …`` has no session, no CSRF cookie, no flash
-messages and no HTMX headers, and answers JSON that no browser renders as a page. Sessions,
-CSRF, messages, HTMX and CSP are subclassed here (MIDDLEWARE in settings names these) so such
-a call skips them; every other request goes through them as before. The token itself is checked
-by DRF (runs/api/authentication.py), which answers 401 to a bad one. Browsers cannot send this
-header on their own (a page would need the token in script), so a session-authenticated browser
-request is never taken for one. Their answers are not pages either, so they go without the CSP
-header, which only a page's loads obey. The login lockout (axes) stays: it is cheap, and its
-checks want its own class.
+An API call that carries ``Authorization: Token …`` has no session, no flash messages and no
+HTMX headers, and answers JSON that no browser renders as a page. Authentication from the
+session, messages, HTMX and CSP are subclassed here (MIDDLEWARE in settings names these) so such
+a call skips them; every other request goes through them as before. Sessions and CSRF stay
+Django's own: its deploy checks look for them by name, and they cost such a call little.
+
+The token itself is checked by DRF (runs/api/authentication.py), which answers 401 to a bad
+one. Browsers cannot send this header on their own (a page would need the token in script), so
+a session-authenticated browser request is never taken for one. Its answers are not pages
+either, so they go without the CSP header, which only a page's loads obey. The login lockout
+(axes) stays: it is cheap, and its checks want its own class.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ import django_htmx.middleware
 import django_prometheus.middleware
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
-from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponseForbidden
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
-from django.middleware import csrf
 
 API_PREFIX = "/api/"
 
@@ -45,19 +45,6 @@ class SkippedByTokenApiCalls:
         if is_token_api_call(request):
             return self.get_response(request)  # type: ignore[no-any-return]
         return super().__call__(request)  # type: ignore[misc,no-any-return]
-
-
-class SessionMiddleware(SkippedByTokenApiCalls, sessions.SessionMiddleware):
-    pass
-
-
-class CsrfViewMiddleware(SkippedByTokenApiCalls, csrf.CsrfViewMiddleware):
-    def process_view(
-        self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
-    ) -> HttpResponseForbidden | None:
-        if is_token_api_call(request):
-            return None
-        return super().process_view(request, callback, callback_args, callback_kwargs)
 
 
 class AuthenticationMiddleware(SkippedByTokenApiCalls, auth.AuthenticationMiddleware):

@@ -264,7 +264,7 @@ def test_limit_bounds_are_accepted(viewer_client: APIClient, limit: str) -> None
     assert body["pagination"]["limit"] == int(limit)
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "101", "abc"])
+@pytest.mark.parametrize("limit", ["0", "-1", "101", "abc", "20.0", "1e1"])
 def test_limit_out_of_bounds_is_a_400(viewer_client: APIClient, limit: str) -> None:
     field_problem(viewer_client.get(RUNS, {"limit": limit}), "limit")
 
@@ -395,7 +395,7 @@ def test_offset_skips_runs_for_old_clients(viewer_client: APIClient) -> None:
     assert ids(viewer_client.get(RUNS, {"offset": "10000"})) == []
 
 
-@pytest.mark.parametrize("offset", ["10001", "-1", "abc"])
+@pytest.mark.parametrize("offset", ["10001", "-1", "abc", "0.0"])
 def test_offset_out_of_bounds_is_a_400(viewer_client: APIClient, offset: str) -> None:
     field_problem(viewer_client.get(RUNS, {"offset": offset}), "offset")
 

@@ -227,10 +227,22 @@ def plain_run_request(data: object) -> RunRequest | None:
     )
 
 
+class QueryIntegerField(serializers.IntegerField):
+    """An integer written as one in the query string: DRF's field also takes "1.0" or "1.00",
+    which the schema (type integer) refuses, so clients and server would disagree on it."""
+
+    DIGITS = re.compile(r"-?[0-9]+")
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not self.DIGITS.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RunListQuerySerializer(StrictSerializer):
-    limit = serializers.IntegerField(default=20, min_value=1, max_value=MAX_LIST_LIMIT)
+    limit = QueryIntegerField(default=20, min_value=1, max_value=MAX_LIST_LIMIT)
     cursor = serializers.CharField(required=False, max_length=256)
-    offset = serializers.IntegerField(
+    offset = QueryIntegerField(
         required=False, default=0, min_value=0, max_value=10_000, help_text="Prefer cursor"
     )
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
