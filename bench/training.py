@@ -55,6 +55,7 @@ from bench.run import (  # noqa: E402
     setup_django,
     write_report,
 )
+from runs import training_config  # noqa: E402 (Django-free)
 
 EPOCHS = 3  # the demo dataset: 8 steps an epoch, so 24 steps
 CORPUS_RECORDS = 550
@@ -65,17 +66,7 @@ STEP_COMPILE = re.compile(
 SKEWED_MEDIAN_BYTES, SKEWED_LONGEST_BYTES = 37, 1400
 SHORT_BYTES = (30, 44)
 SHORTEST_BYTES = 8  # a prompt and a completion of a few bytes each
-CORPUS_HYPER = {  # the run defaults (runs/training_config.py)
-    "learning_rate": None,
-    "num_epochs": 3,
-    "batch_size": 8,
-    "max_seq_length": 2048,
-    "max_steps": None,
-    "eval_fraction": 0.1,
-    "seed": 42,
-    "lora_rank": 0,
-    "lora_alpha": 16.0,
-}
+CORPUS_HYPER = {p.name: p.default for p in training_config.PARAMS}  # the run defaults
 
 
 def queued_run(token: str) -> tuple[float, str]:

@@ -15,22 +15,12 @@ from typing import Any
 
 import pytest
 
-from runs import model_catalog, trainer
+from runs import model_catalog, trainer, training_config
 from runs.progress import RESULT_PREFIX, LineSplitter, ProgressTracker
 from tests.support.clusters import REPO_ROOT
 
 DEMO = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
-HYPER = {
-    "learning_rate": None,
-    "num_epochs": 3,
-    "batch_size": 8,
-    "max_seq_length": 2048,
-    "max_steps": None,
-    "eval_fraction": 0.1,
-    "seed": 42,
-    "lora_rank": 0,
-    "lora_alpha": 16.0,
-}
+HYPER = {p.name: p.default for p in training_config.PARAMS}
 
 
 def write_config(

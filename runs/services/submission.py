@@ -4,6 +4,7 @@ queue task in one transaction."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -184,17 +185,28 @@ def _write(run: TunixRun, request: RunRequest, *, enqueue: bool) -> None:
 DATASET_COLUMNS = [f.attname for f in Dataset._meta.concrete_fields]
 
 
+_RUN_FIELDS = [f for f in TunixRun._meta.concrete_fields if f.attname != "dataset_id"]
+
+
 def _insert_statement(
     run: TunixRun, dataset_key: str, task: QueueRow | None
 ) -> tuple[str, list[Any]]:
     """The run's INSERT … SELECT from its dataset's row (nothing when no dataset has that key),
     then its task's INSERT from what the first one inserted, returning the dataset's row. Every
     value goes through its model field's own conversion, as the ORM's INSERT does."""
+    values = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in _RUN_FIELDS]
+    params: list[Any] = [dataset_key, *values]
+    if task is not None:
+        params += [task.key, task.payload, task.lock]
+    return _insert_sql(connection.vendor, with_task=task is not None), params
+
+
+@functools.cache
+def _insert_sql(vendor: str, *, with_task: bool) -> str:
+    """The statement's text, the same for every submit: built once per process."""
     quote = connection.ops.quote_name
-    run_fields = [f for f in TunixRun._meta.concrete_fields if f.attname != "dataset_id"]
-    values = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in run_fields]
-    columns = ", ".join(quote(f.column) for f in run_fields)
-    placeholders = ", ".join(["%s"] * len(run_fields))
+    columns = ", ".join(quote(f.column) for f in _RUN_FIELDS)
+    placeholders = ", ".join(["%s"] * len(_RUN_FIELDS))
     dataset_columns = ", ".join(f"d.{quote(name)}" for name in DATASET_COLUMNS)
     # Table and column names come from model meta; every value is a parameter. (S608: so.)
     dataset_table, run_table = quote(Dataset._meta.db_table), quote(TunixRun._meta.db_table)
@@ -203,16 +215,14 @@ def _insert_statement(
         f"r AS (INSERT INTO {run_table} ({columns}, dataset_id) "
         f"SELECT {placeholders}, d.id FROM d RETURNING id)"
     )
-    params: list[Any] = [dataset_key, *values]
     sources = "d, r"
-    if task is not None:
+    if with_task:
         sql += (
             f", t AS (INSERT INTO {quote(OrmQ._meta.db_table)} (key, payload, lock) "  # noqa: S608
             "SELECT %s, %s, %s FROM r RETURNING id)"
         )
-        params += [task.key, task.payload, task.lock]
         sources += ", t"
-    return f"{sql} SELECT {dataset_columns} FROM {sources}", params  # noqa: S608
+    return f"{sql} SELECT {dataset_columns} FROM {sources}"  # noqa: S608
 
 
 def run_submit(*, user: authorization.UserLike, request: RunRequest, enqueue: bool) -> Submission:
