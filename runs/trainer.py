@@ -267,18 +267,51 @@ def train_batches(
         produced += len(batches)
 
 
-def eval_batches(examples: Sequence[Example], batch_size: int) -> list[list[Example]]:
-    """Every held-out example once; a short batch topped up with repeats of the first ones.
-    The batches keep the split's order rather than grouping lengths: the evaluation loss is
-    the mean of the batches' losses, so regrouping would change it. Each is still padded to
-    its own rung only."""
+def eval_batches(
+    examples: Sequence[Example], batch_size: int, ladder: Sequence[int]
+) -> list[list[Example]]:
+    """Every held-out example exactly once, grouped by rung (shortest first; split order within
+    a rung). A rung's batches have as many rows as it has examples, up to ``batch_size``, so
+    the one long example of a small split is evaluated as one row of its length rather than a
+    batch of padding, at every evaluation. A rung's last batch is topped up with copies of its
+    first examples that carry no loss (their masks are zero); eval_loss_fn weighs each token
+    once, so neither the grouping nor the top-up changes the evaluation loss."""
+    rungs: dict[int, list[Example]] = {}
+    for example in examples:
+        rungs.setdefault(bucket_length(len(example.tokens), ladder), []).append(example)
     batches = []
-    for start in range(0, len(examples), batch_size):
-        batch = list(examples[start : start + batch_size])
-        while len(batch) < batch_size:
-            batch += examples[: batch_size - len(batch)]
-        batches.append(batch)
+    for rung in sorted(rungs):
+        held = rungs[rung]
+        rows = min(batch_size, len(held))
+        for start in range(0, len(held), rows):
+            batch = held[start : start + rows]
+            blanks = (Example(e.tokens, [0] * len(e.mask)) for e in itertools.cycle(held))
+            batches.append(batch + list(itertools.islice(blanks, rows - len(batch))))
     return batches
+
+
+def eval_loss_fn(batches: Sequence[Sequence[Example]]) -> Callable[..., Any]:
+    """The evaluation loss of one of ``batches``: its completion tokens' negative
+    log-likelihood summed, scaled so that the mean over the batches, which Tunix logs, and
+    their sum over the batch count, which the trainer reports, are the mean over every
+    held-out completion token (each predicted from the token before it), as the training
+    loss is for a batch. Tunix's default would be the mean of the batches' own means, which
+    depends on how the examples are grouped."""
+    import jax
+    import jax.numpy as jnp
+
+    targets = sum(sum(e.mask[1:]) for batch in batches for e in batch)
+    scale = len(batches) / max(1, targets)
+
+    def loss(
+        model: Any, input_tokens: Any, input_mask: Any, positions: Any, attention_mask: Any
+    ) -> Any:
+        logits, _ = model(input_tokens, positions, None, attention_mask)
+        log_probs = jax.nn.log_softmax(logits[:, :-1, :].astype(jnp.float32))
+        picked = jnp.take_along_axis(log_probs, input_tokens[:, 1:, None], axis=-1)[..., 0]
+        return -jnp.sum(picked * input_mask[:, 1:]) * scale
+
+    return loss
 
 
 # --------------------------------------------------------------------------- config
@@ -559,8 +592,10 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     optimizer = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate)
     trainer = peft_trainer.PeftTrainer(model, optimizer, config)
     trainer = trainer.with_gen_model_input_fn(lambda x: model_inputs(x, tokenizer.pad_id))
-    evaluated = eval_batches(eval_examples, batch_size) if eval_examples else []
+    evaluated = eval_batches(eval_examples, batch_size, ladder) if eval_examples else []
     eval_set = [to_input(b) for b in evaluated] or None
+    if evaluated:
+        trainer.eval_loss_fn = eval_loss_fn(evaluated)
     seen: dict[str, float] = {}
     report_step = step_reporter(total_steps, seen)
 
@@ -574,7 +609,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
             report_step(int(step), float(np.mean(np.asarray(loss))))
 
         def on_eval_step_end(self, _trainer: Any, eval_loss: Any) -> None:
-            # Tunix hands over the sum over evaluation batches; report the mean.
+            # Tunix hands over the sum over the evaluation batches (see eval_loss_fn).
             assert eval_set is not None
             seen["eval_loss"] = float(np.asarray(eval_loss)) / len(eval_set)
 
@@ -592,11 +627,11 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         real_tokens += sum(len(e.tokens) for e in batch)
         train_lengths.add(padded_length(batch, ladder))
         padded_tokens += len(batch) * padded_length(batch, ladder)
-    eval_lengths = {padded_length(b, ladder) for b in evaluated}
-    compiled_shapes = len(train_lengths) + len(eval_lengths)
+    eval_shapes = {(len(b), padded_length(b, ladder)) for b in evaluated}
+    compiled_shapes = len(train_lengths) + len(eval_shapes)
     print(
         f"padded lengths {ladder}: training uses {sorted(train_lengths)}, evaluation "
-        f"{sorted(eval_lengths)} ({compiled_shapes} compilations); "
+        f"{sorted(length for _, length in eval_shapes)} ({compiled_shapes} compilations); "
         f"{real_tokens} of {padded_tokens} training tokens are real",
         flush=True,
     )

@@ -139,11 +139,24 @@ def test_every_batch_is_full_and_every_example_is_seen_each_epoch() -> None:
         assert {e.tokens[0] for b in epoch for e in b} == set(range(3, 13))
 
 
-def test_every_held_out_example_is_evaluated_in_full_batches() -> None:
-    examples = [trainer.Example([i + 3], [1]) for i in range(3)]
-    batches = trainer.eval_batches(examples, 8)
-    assert [len(b) for b in batches] == [8]
-    assert {e.tokens[0] for e in batches[0]} == {3, 4, 5}
+def test_every_held_out_example_is_evaluated_once_in_batches_of_its_rung() -> None:
+    lengths = [3, 30, 4, 5, 31, 6, 7, 8, 9, 10, 11, 200]
+    examples = [trainer.Example([i + 3] * n, [0] + [1] * (n - 1)) for i, n in enumerate(lengths)]
+    batches = trainer.eval_batches(examples, 4, ladder=[16, 32, 256])
+    rungs = [trainer.padded_length(b, [16, 32, 256]) for b in batches]
+    assert rungs == [16, 16, 16, 32, 256]
+    # Rows: up to the batch size, fewer where the rung holds fewer examples (the lone long
+    # one is one row); each rung's batches share one shape.
+    assert [len(b) for b in batches] == [4, 4, 4, 2, 1]
+    carrying = [e.tokens[0] for b in batches for e in b if any(e.mask)]
+    assert sorted(carrying) == [i + 3 for i in range(len(lengths))]
+    # The top-up rows repeat the rung's first examples and carry no loss.
+    assert [(e.tokens[0], any(e.mask)) for e in batches[2]] == [
+        (13, True),
+        (3, False),
+        (5, False),
+        (6, False),
+    ]
 
 
 def skewed_lengths(count: int = 550, seed: int = 0) -> list[int]:
@@ -224,9 +237,10 @@ def test_a_run_compiles_at_most_max_shapes_lengths_per_step_function() -> None:
     steps = trainer.plan_steps(len(train), 8, 3, None)
     batches = trainer.train_batches(train, 8, steps, 42, ladder)
     train_lengths = {trainer.padded_length(b, ladder) for b in batches}
-    eval_lengths = {trainer.padded_length(b, ladder) for b in trainer.eval_batches(held_out, 8)}
+    evaluated = trainer.eval_batches(held_out, 8, ladder)
+    eval_shapes = {(len(b), trainer.padded_length(b, ladder)) for b in evaluated}
     assert 1 < len(train_lengths) <= trainer.MAX_SHAPES
-    assert 1 < len(eval_lengths) <= trainer.MAX_SHAPES
+    assert 1 < len(eval_shapes) <= trainer.MAX_SHAPES
 
 
 # --------------------------------------------------------------------------- refusals

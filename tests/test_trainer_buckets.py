@@ -38,10 +38,9 @@ def on_mesh(mesh: Any) -> Iterator[None]:
             yield
 
 
-@pytest.fixture
-def eval_step(tunix_runtime: None, tmp_path: Path) -> Callable[[list[Any], int], float]:
-    """The tiny preset's loss as Tunix's PeftTrainer computes it for evaluation (its default
-    loss, jitted), fed the trainer's own model inputs."""
+def jitted_eval(tmp_path: Path, eval_loss: Any = None) -> Callable[[list[Any], int], float]:
+    """The tiny preset's evaluation loss as Tunix's PeftTrainer computes it (its default loss,
+    or ``eval_loss``, jitted), fed the trainer's own model inputs; the same weights each call."""
     import optax
     from tunix.sft import peft_trainer
     from tunix.utils import mesh as mesh_lib
@@ -54,6 +53,8 @@ def eval_step(tunix_runtime: None, tmp_path: Path) -> Callable[[list[Any], int],
     tunix = peft_trainer.PeftTrainer(
         model, optax.adamw(1e-3), peft_trainer.TrainingConfig(eval_every_n_steps=1, max_steps=1)
     ).with_gen_model_input_fn(lambda x: trainer.model_inputs(x, trainer.PAD))
+    if eval_loss is not None:
+        tunix.eval_loss_fn = eval_loss
     _, step = tunix.jit_train_and_eval_step()
 
     def loss(batch: list[Any], length: int) -> float:
@@ -61,6 +62,11 @@ def eval_step(tunix_runtime: None, tmp_path: Path) -> Callable[[list[Any], int],
             return float(step(trainer.training_input(batch, length, trainer.PAD))[0])
 
     return loss
+
+
+@pytest.fixture
+def eval_step(tunix_runtime: None, tmp_path: Path) -> Callable[[list[Any], int], float]:
+    return jitted_eval(tmp_path)
 
 
 def test_a_batch_loss_does_not_depend_on_its_padding(
@@ -79,6 +85,29 @@ def test_a_batch_loss_does_not_depend_on_its_padding(
     expected = sum(c * loss for c, loss in zip(counts, alone, strict=True)) / sum(counts)
     assert tight == pytest.approx(expected, rel=1e-5)
     assert len(set(alone)) == len(alone)  # the examples' losses differ: the weighting shows
+
+
+def test_the_evaluation_loss_weighs_every_held_out_completion_token_once(
+    tunix_runtime: None, tmp_path: Path, eval_step: Callable[[list[Any], int], float]
+) -> None:
+    """Grouped by rung, with top-up rows, the trainer's evaluation loss is still the mean over
+    every held-out completion token; Tunix's default (the mean of the batches' means) is not."""
+    tokenizer = trainer.ByteTokenizer()
+    held_out = [e for e in (trainer.encode(r, tokenizer, 2048) for r in RECORDS * 3) if e]
+    ladder = sorted({-(-len(e.tokens) // 8) * 8 for e in held_out})
+    batches = trainer.eval_batches(held_out, 2, ladder)
+    assert any(not any(e.mask) for b in batches for e in b)  # some rows are top-ups
+    lengths = [trainer.padded_length(b, ladder) for b in batches]
+    counts = [sum(e.mask[1:]) for e in held_out]
+    alone = [eval_step([e], len(e.tokens)) for e in held_out]
+    expected = sum(c * loss for c, loss in zip(counts, alone, strict=True)) / sum(counts)
+
+    (tmp_path / "grouped").mkdir()
+    grouped = jitted_eval(tmp_path / "grouped", trainer.eval_loss_fn(batches))
+    summed = sum(grouped(b, n) for b, n in zip(batches, lengths, strict=True))
+    assert summed / len(batches) == pytest.approx(expected, rel=1e-5)
+    means = [eval_step(b, n) for b, n in zip(batches, lengths, strict=True)]
+    assert sum(means) / len(means) != pytest.approx(expected, rel=1e-4)
 
 
 # --------------------------------------------------------------------------- a skewed corpus
@@ -117,7 +146,8 @@ def planned_shapes(corpus: Path, steps: int) -> tuple[int, int]:
     ladder = trainer.length_ladder(lengths, 2048, 8)
     batches = list(trainer.train_batches(train_examples, 8, steps, 42, ladder))
     shapes = {trainer.padded_length(b, ladder) for b in batches}
-    eval_shapes = {trainer.padded_length(b, ladder) for b in trainer.eval_batches(eval_examples, 8)}
+    evaluated = trainer.eval_batches(eval_examples, 8, ladder)
+    eval_shapes = {(len(b), trainer.padded_length(b, ladder)) for b in evaluated}
     return sum(len(e.tokens) for b in batches for e in b), len(shapes) + len(eval_shapes)
 
 
