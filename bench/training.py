@@ -2,23 +2,32 @@
 
     .venv/bin/python bench/training.py [--repeats 5] [--corpus-repeats 3] [--before DIR]
     .venv/bin/python bench/training.py --corpora-only [--before DIR]
+    .venv/bin/python bench/training.py --generation [--generation-repeats 3]
 
 Corpora: the trainer's throughput (real tokens a second, padding not counted, as it reports it)
 on a generated skewed-length corpus (550 prompt/completion records, median 37 bytes, longest
 1,400, lognormal lengths) and on a short-uniform one (550 records of 30 to 44 bytes), trained
-alternately with the same hyperparameters (the defaults: 3 epochs, batch 8), each run a fresh
-process as the worker starts it. Target: skewed >= 0.5 x short. ``--before DIR`` also trains the
-skewed corpus once with DIR's runs/trainer.py (a worktree of an earlier commit) for comparison.
+alternately with the same hyperparameters (the defaults: 3 epochs, batch 8; generation eval
+off), each run a fresh process as the worker starts it. Target: skewed >= 0.5 x short.
+``--before DIR`` also trains the skewed corpus once with DIR's runs/trainer.py (a worktree of an
+earlier commit) for comparison.
 
 Overhead (skipped with --corpora-only): the tiny preset queued through Tunix RT versus the
 same training started directly from Python.
 
-Needs google-tunix (make install-tunix) and PostgreSQL (BENCH_PG, as bench/run.py). Queued: from
-the API's POST until a client polling the status endpoint every 50 ms sees "completed", with
-gunicorn and one qcluster as in production. Direct: a fresh Python process that imports the
-trainer and trains the same config, from spawn to exit. Both include interpreter start, JAX
-import and compilation, which is what a user waits for either way. Target: queued <= direct x 1.1
-+ 2 s.
+Generation (``--generation``, on its own): the cost of the generation eval after training. The
+demo dataset with the default hyperparameters, trained alternately with ``eval_max_items=0``
+(no generation) and with the default (its 6 held-out records completed and scored), each run a
+fresh process; the process walls and their median ratio (the target: with generation <=
+without x 1.3), the processes' CPU seconds likewise (a machine busy with other work moves them
+less than the walls), and the trainer's ``eval_seconds``.
+
+Needs google-tunix (make install-tunix) and PostgreSQL (BENCH_PG, as bench/run.py; not for
+``--corpora-only`` or ``--generation``). Queued: from the API's POST until a client polling the
+status endpoint every 50 ms sees "completed", with gunicorn and one qcluster as in production.
+Direct: a fresh Python process that imports the trainer and trains the same config, from spawn
+to exit. Both include interpreter start, JAX import and compilation, which is what a user waits
+for either way. Target: queued <= direct x 1.1 + 2 s.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import math
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import string
@@ -67,6 +77,11 @@ SKEWED_MEDIAN_BYTES, SKEWED_LONGEST_BYTES = 37, 1400
 SHORT_BYTES = (30, 44)
 SHORTEST_BYTES = 8  # a prompt and a completion of a few bytes each
 CORPUS_HYPER = {p.name: p.default for p in training_config.PARAMS}  # the run defaults
+DEMO = REPO / "runs" / "demo" / "tunix-demo-v1.jsonl"
+GENERATION_TARGET = 1.3  # generation eval may add at most 30 % to the demo run's wall
+# The corpora compare training throughput: the generation eval after it (--generation measures
+# it) would only lengthen each run.
+NO_GENERATION = {"eval_max_items": 0}
 
 
 def queued_run(token: str) -> tuple[float, str]:
@@ -186,9 +201,12 @@ def corpus_stats(path: Path) -> dict[str, int]:
     }
 
 
-def corpus_run(dataset: Path, out: Path, *, trainer_root: Path = REPO) -> dict[str, Any]:
+def corpus_run(
+    dataset: Path, out: Path, *, trainer_root: Path = REPO, hyper: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One training of the tiny preset on ``dataset`` by ``trainer_root``'s runs/trainer.py, in
-    a fresh process as the worker runs it; its TUNIX_RESULT payload, and the process's wall."""
+    a fresh process as the worker runs it (the defaults, and ``hyper``); its TUNIX_RESULT
+    payload, and the process's wall."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     spec = {
@@ -196,7 +214,7 @@ def corpus_run(dataset: Path, out: Path, *, trainer_root: Path = REPO) -> dict[s
         "mode": "local",
         "model": {"id": "tunix-rt/tiny-llama3"},
         "dataset": {"key": dataset.stem, "path": str(dataset), "format": "prompt_completion"},
-        "training": CORPUS_HYPER,
+        "training": {**CORPUS_HYPER, **(hyper or {})},
         "output": {
             "dir": str(out),
             "checkpoints": str(out / "checkpoints" / "attempt-1"),
@@ -205,6 +223,7 @@ def corpus_run(dataset: Path, out: Path, *, trainer_root: Path = REPO) -> dict[s
     }
     config = out / "tunix_config.json"
     config.write_text(json.dumps(spec))
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "runs.trainer", str(config)],
@@ -216,6 +235,7 @@ def corpus_run(dataset: Path, out: Path, *, trainer_root: Path = REPO) -> dict[s
         check=False,
     )
     process = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [x for x in proc.stdout.splitlines() if x.startswith("TUNIX_RESULT ")]
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("TUNIX_RESULT "))
@@ -225,6 +245,11 @@ def corpus_run(dataset: Path, out: Path, *, trainer_root: Path = REPO) -> dict[s
     return {
         **result,
         "process_s": round(process, 3),
+        # CPU seconds (user + system) of the process: less moved than its wall by whatever else
+        # the machine runs meanwhile.
+        "process_cpu_s": round(
+            cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime, 3
+        ),
         "step_compilations": len(compiles),
         "step_compile_s": round(sum(compiles), 3),
         # Throughput once compiled: what more steps (or a warm compilation cache) tend to.
@@ -242,7 +267,7 @@ def compare_corpora(repeats: int, before: Path | None) -> dict[str, Any]:
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in corpora}
     for repeat in range(repeats):
         for name, path in corpora.items():
-            result = corpus_run(path, directory / f"{name}-{repeat}")
+            result = corpus_run(path, directory / f"{name}-{repeat}", hyper=NO_GENERATION)
             samples[name].append(result)
             print(json.dumps({"corpus": name, **result}), flush=True)
     medians = {
@@ -266,7 +291,9 @@ def compare_corpora(repeats: int, before: Path | None) -> dict[str, Any]:
         "compiled_skewed_over_short": round(compiled["skewed"] / compiled["short"], 3),
     }
     if before is not None:
-        result = corpus_run(corpora["skewed"], directory / "skewed-before", trainer_root=before)
+        result = corpus_run(
+            corpora["skewed"], directory / "skewed-before", trainer_root=before, hyper=NO_GENERATION
+        )
         print(json.dumps({"corpus": "skewed", "trainer": "before", **result}), flush=True)
         report["before"] = {
             "trainer": _commit(before),
@@ -274,6 +301,46 @@ def compare_corpora(repeats: int, before: Path | None) -> dict[str, Any]:
             "speedup": round(medians["skewed"] / result["tokens_per_second"], 1),
         }
     return report
+
+
+def compare_generation(repeats: int) -> dict[str, Any]:
+    """The demo run without and with generation eval, alternately (so a slower stretch of the
+    machine hits both); each in a directory of its own, since Tunix resumes from checkpoints
+    it finds in one."""
+    directory = VAR / "generation"
+    variants: dict[str, dict[str, Any]] = {"without": NO_GENERATION, "with": {}}
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    corpus_run(DEMO, directory / "warm")  # page cache: JAX and Tunix files read once
+    for repeat in range(repeats):
+        for name, hyper in variants.items():
+            result = corpus_run(DEMO, directory / f"{name}-{repeat}", hyper=hyper)
+            samples[name].append(result)
+            print(json.dumps({"generation": name, **result}), flush=True)
+    medians = {
+        name: statistics.median(s["process_s"] for s in runs) for name, runs in samples.items()
+    }
+    cpu = {
+        name: statistics.median(s["process_cpu_s"] for s in runs) for name, runs in samples.items()
+    }
+    ratio = medians["with"] / medians["without"]
+    return {
+        "training": "tunix-rt/tiny-llama3, demo dataset, defaults: 3 epochs (24 steps), batch 8",
+        "generation": "6 held-out records, max_new_tokens 32, greedy, one batch",
+        "samples": samples,
+        "without_process_median_s": medians["without"],
+        "with_process_median_s": medians["with"],
+        "eval_seconds_median": statistics.median(s["eval_seconds"] for s in samples["with"]),
+        "with_over_without": round(ratio, 3),
+        "without_cpu_median_s": cpu["without"],
+        "with_cpu_median_s": cpu["with"],
+        "cpu_with_over_without": round(cpu["with"] / cpu["without"], 3),
+        "pair_ratios": [
+            round(w["process_s"] / wo["process_s"], 3)
+            for w, wo in zip(samples["with"], samples["without"], strict=True)
+        ],
+        "target": GENERATION_TARGET,
+        "met": ratio <= GENERATION_TARGET,
+    }
 
 
 def _commit(checkout: Path) -> str:
@@ -291,11 +358,18 @@ def main() -> None:
     parser.add_argument("--corpus-repeats", type=int, default=3, help="skewed/short pairs")
     parser.add_argument("--corpora-only", action="store_true", help="skip the overhead part")
     parser.add_argument("--before", type=Path, help="a checkout whose trainer to compare")
+    parser.add_argument("--generation", action="store_true", help="only the generation eval's cost")
+    parser.add_argument("--generation-repeats", type=int, default=3, help="without/with pairs")
     args = parser.parse_args()
     ENV.pop("TUNIX_TRAINER_COMMAND", None)  # the project's own Tunix trainer
     os.environ.pop("TUNIX_TRAINER_COMMAND", None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.generation:
+        generation = compare_generation(args.generation_repeats)
+        print(json.dumps({k: v for k, v in generation.items() if k != "samples"}, indent=1))
+        write_report({"started": started, "machine": machine, **generation}, prefix="training-")
+        return
     corpora = compare_corpora(args.corpus_repeats, args.before)
     summary = {k: v for k, v in corpora.items() if k != "samples"}
     print(json.dumps(summary, indent=1))

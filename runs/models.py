@@ -126,10 +126,14 @@ class TunixRun(models.Model):
     error_message = models.TextField(blank=True, default="")
 
     # Training progress as the trainer reports it (runs/progress.py), written with heartbeats:
-    # {"step", "total_steps", "loss"}; [[step, loss], ...] (thinned to a few hundred points);
-    # final metrics {"train_loss", "eval_loss", "steps", "tokens_per_second", "wall_seconds"}.
+    # {"step", "total_steps", "loss"} (and "phase", "item", "items" while evaluating);
+    # [[step, loss], ...] (thinned to a few hundred points); the other per-step series
+    # {"eval_loss": [[step, value], ...], "learning_rate": ..., "tokens_per_second": ...},
+    # thinned alike; final metrics {"train_loss", "eval_loss", "steps", "tokens_per_second",
+    # "wall_seconds", and the generation eval's "eval_items" and scorer means}.
     progress = models.JSONField(default=dict, blank=True)
     loss_curve = models.JSONField(default=list, blank=True)
+    series = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
 
     # Execution bookkeeping: each claim increments attempt; writes by a worker are fenced on it.

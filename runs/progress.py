@@ -1,13 +1,20 @@
 """Training progress as the trainer reports it on stdout, one machine-readable line per event:
 
-    TUNIX_PROGRESS {"step": 5, "total_steps": 20, "loss": 2.75, "loss_mean": 2.91}
+    TUNIX_PROGRESS {"step": 5, "total_steps": 20, "loss": 2.75, "loss_mean": 2.91,
+                    "learning_rate": 0.003, "tokens_per_second": 2210.5}
+    TUNIX_PROGRESS {"step": 5, "total_steps": 20, "eval_loss": 2.84}
+    TUNIX_PROGRESS {"step": 20, "total_steps": 20, "phase": "evaluating", "item": 8, "items": 32}
     TUNIX_RESULT {"train_loss": 2.1, "eval_loss": 2.4, "steps": 20, "tokens_per_second": 812.5,
                   "wall_seconds": 11.2}
     TUNIX_ERROR {"reason": "model_unavailable", "message": "why the trainer refused the run"}
 
-``loss`` is that step's batch loss (the loss curve's point); ``loss_mean`` and the result's
-``train_loss`` are the mean of the last TRAIN_LOSS_WINDOW steps' batch losses (of all of them
-while there are fewer), since one batch's loss swings with what that batch happened to hold.
+``loss`` is that step's batch loss (the loss curve's point); ``learning_rate`` and
+``tokens_per_second`` (real tokens, since the previous report) are points of their series, and
+so is an evaluation's ``eval_loss``, at the step it ran after. The ``evaluating`` phase is the
+generation eval after training: ``item`` of ``items`` held-out records generated so far.
+``loss_mean`` and the result's ``train_loss`` are the mean of the last TRAIN_LOSS_WINDOW steps'
+batch losses (of all of them while there are fewer), since one batch's loss swings with what
+that batch happened to hold.
 Anything else on stdout is ordinary output. Like the executor, this module imports nothing from
 Django: the worker feeds it lines and reads what changed on its heartbeat tick.
 """
@@ -21,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runs.scorers import SCORER_NAMES, SCORERS
+
 PROGRESS_PREFIX = "TUNIX_PROGRESS "
 RESULT_PREFIX = "TUNIX_RESULT "
 ERROR_PREFIX = "TUNIX_ERROR "
@@ -33,7 +42,23 @@ RESULT_KEYS = (
     "tokens_per_second",
     "wall_seconds",
     "compiled_shapes",  # padded batch lengths the training compiled (runs/trainer.py)
+    "eval_items",  # held-out records generated and scored after training
+    "eval_seconds",
+    *SCORER_NAMES,  # each scorer's mean over those items
 )
+# Which way is better for a final metric (the compare page marks the best; the run list ranks
+# by these within a dataset). Counts such as steps or eval_items have no better direction.
+HIGHER_IS_BETTER = frozenset({*SCORER_NAMES, "tokens_per_second"})
+LOWER_IS_BETTER = frozenset({"train_loss", "eval_loss", "wall_seconds", "eval_seconds"})
+# What a run list can be ranked by, best first: the evaluation's own measures, by how a
+# ranking names them ("best ROUGE-L" ranks the highest first, "best eval loss" the lowest).
+RANKING_METRICS = {
+    **{name: scorer.label for name, scorer in SCORERS.items()},
+    "eval_loss": "eval loss",
+}
+# Per-step series besides the loss curve, each bounded like it (the curve is the train loss).
+SERIES = ("eval_loss", "learning_rate", "tokens_per_second")
+PHASE_EVALUATING = "evaluating"
 TRAIN_LOSS_WINDOW = 10  # steps the reported training loss is averaged over
 
 
@@ -91,6 +116,8 @@ class ProgressTracker:
     loss: float | None = None
     loss_mean: float | None = None  # over the trainer's window (TRAIN_LOSS_WINDOW steps)
     curve: list[list[float]] = field(default_factory=list)
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
+    phase: dict[str, Any] = field(default_factory=dict)  # {"phase", "item", "items"} or empty
     result: dict[str, float] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # (reason, message) the trainer gave for failing
     changed: bool = False
@@ -102,9 +129,26 @@ class ProgressTracker:
             step = _count(data.get("step"))
             if step is None:
                 return
-            self.step = step
             total = _count(data.get("total_steps"))
-            if total is not None and total >= step:
+            if total is not None and total < step:
+                total = None
+            if data.get("phase") == PHASE_EVALUATING:
+                item, items = _count(data.get("item")), _count(data.get("items"))
+                if item is None or items is None or item > items:
+                    return
+                self.step, self.total_steps = step, total or self.total_steps
+                self.phase = {"phase": PHASE_EVALUATING, "item": item, "items": items}
+                self.changed = True
+                return
+            if "eval_loss" in data and "loss" not in data:
+                # An evaluation after that step: a point of its own series, not a new attempt.
+                eval_loss = _number(data.get("eval_loss"))
+                if eval_loss is not None:
+                    self._add("eval_loss", step, eval_loss)
+                    self.changed = True
+                return
+            self.step = step
+            if total is not None:
                 self.total_steps = total
             loss = _number(data.get("loss"))
             if self.curve and step <= self.curve[-1][0]:
@@ -112,10 +156,19 @@ class ProgressTracker:
                 # step, no loss): later points belong to the attempt that was stopped.
                 keep = step if loss is None else step - 1
                 self.curve = [point for point in self.curve if point[0] <= keep]
+                self.series = {
+                    name: [point for point in points if point[0] <= keep]
+                    for name, points in self.series.items()
+                }
+                self.phase = {}
             if loss is not None:
                 self.loss = loss
                 self.curve = thin([*self.curve, [step, round(loss, 6)]])
                 self.loss_mean = _number(data.get("loss_mean"))
+                for name in ("learning_rate", "tokens_per_second"):
+                    value = _number(data.get(name))
+                    if value is not None:
+                        self._add(name, step, value)
             self.changed = True
         elif (data := _payload(line, RESULT_PREFIX)) is not None:
             for key in RESULT_KEYS:
@@ -128,14 +181,26 @@ class ProgressTracker:
             if isinstance(reason, str) and isinstance(message, str):
                 self.error = (reason[:64], message[:2000])
 
+    def _add(self, name: str, step: int, value: float) -> None:
+        points = self.series.get(name, [])
+        if points and step <= points[-1][0]:
+            points = [point for point in points if point[0] < step]  # a repeat replaces
+        self.series[name] = thin([*points, [step, round(value, 6)]])
+
     def snapshot(self) -> dict[str, Any]:
-        """What the run row stores: ``progress``, ``loss_curve`` and ``metrics``."""
+        """What the run row stores: ``progress``, ``loss_curve``, ``series`` and ``metrics``."""
         progress: dict[str, Any] = {}
         if self.step is not None:
             progress = {"step": self.step, "total_steps": self.total_steps, "loss": self.loss}
             if self.loss_mean is not None:  # trainers that report it (the built-in one does)
                 progress["loss_mean"] = self.loss_mean
-        return {"progress": progress, "loss_curve": self.curve, "metrics": dict(self.result)}
+            progress.update(self.phase)
+        return {
+            "progress": progress,
+            "loss_curve": self.curve,
+            "series": {name: list(points) for name, points in self.series.items()},
+            "metrics": dict(self.result),
+        }
 
     def take(self) -> dict[str, Any] | None:
         """The snapshot if anything changed since the last take, else None."""

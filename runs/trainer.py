@@ -8,9 +8,20 @@ with Tunix's ``PeftTrainer`` and optax (full fine-tuning, or LoRA when ``lora_ra
 writes Orbax checkpoints and TensorBoard metrics into the run's directory, and reports on
 stdout, one line each (see runs/progress.py):
 
-    TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81, "loss_mean": 5.02}
-    TUNIX_RESULT {"train_loss": ..., "eval_loss": ..., "steps": ..., "tokens_per_second": ...}
+    TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81, "loss_mean": 5.02,
+                    "learning_rate": 0.003, "tokens_per_second": 2210.5}
+    TUNIX_PROGRESS {"step": 4, "total_steps": 20, "eval_loss": 4.62}     (after an evaluation)
+    TUNIX_PROGRESS {"step": 20, "total_steps": 20, "phase": "evaluating", "item": 8, "items": 32}
+    TUNIX_RESULT {"train_loss": ..., "eval_loss": ..., "steps": ..., "tokens_per_second": ...,
+                  "eval_items": 32, "exact_match": ..., "token_f1": ..., "rouge_l": ...,
+                  "eval_seconds": ...}
     TUNIX_ERROR {"reason": Reason.MODEL_UNAVAILABLE, "message": "..."}   (then exit code 2)
+
+After training, the first ``eval_max_items`` held-out records are completed by Tunix's sampler
+with the trained model (generation eval, the ``evaluating`` phase), scored by every scorer of
+runs/scorers.py, and written to ``<output dir>/eval/predictions.jsonl``, one item a line:
+``{"line", "prompt", "reference", "prediction", "scores"}``, ``line`` being the record's 1-based
+line in the dataset file. The result reports each scorer's mean under its name.
 
 Batches are padded to a few lengths (length_ladder), each holding examples of similar length,
 so a corpus of mostly short records with a few long ones does not compute mostly padding;
@@ -38,9 +49,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from runs import model_catalog
+from runs import model_catalog, scorers, training_config
 from runs.dryrun import ATTEMPT_PREFIX
 from runs.outcomes import Reason
 from runs.progress import ERROR_PREFIX, PROGRESS_PREFIX, RESULT_PREFIX, LossWindow
@@ -56,6 +67,8 @@ RUNG_RATIO = 2
 MAX_LADDER_CANDIDATES = 256  # distinct rounded lengths the ladder search considers
 PAD, BOS, EOS, BYTE_OFFSET = 0, 1, 2, 3  # the tiny preset's byte tokenizer
 TINY_VOCAB = 256 + BYTE_OFFSET
+EVAL_DIR, PREDICTIONS_FILE = "eval", "predictions.jsonl"
+TMP_PREFIX = ".tmp-"  # hidden from the artifact listing until renamed (runs/artifacts.py)
 # LoRA targets by family: attention and MLP projections (and the head for the random-weight
 # preset, whose frozen random head would otherwise cap what adapters can learn).
 LORA_TARGETS = {
@@ -93,9 +106,16 @@ class ByteTokenizer:
     """UTF-8 bytes as tokens: nothing to download, any text round-trips."""
 
     pad_id, bos_id, eos_id = PAD, BOS, EOS
+    sampling_pad_id = PAD
 
     def encode(self, text: str) -> list[int]:
         return [b + BYTE_OFFSET for b in text.encode("utf-8")]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``, special tokens left out; a generation may stop inside a
+        character, or put bytes in an order UTF-8 refuses: those show as U+FFFD."""
+        data = bytes(i - BYTE_OFFSET for i in ids if BYTE_OFFSET <= i < TINY_VOCAB)
+        return data.decode("utf-8", errors="replace")
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str | None:
         return None  # no chat template: the plain "role: content" rendering
@@ -111,9 +131,17 @@ class HubTokenizer:
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.bos_id = self.tokenizer.bos_token_id
         self.eos_id = self.tokenizer.eos_token_id
+        # Tunix's sampler treats every token equal to the pad id as padding, in the prompt and
+        # in what it generates; without a pad token of its own, stand in with the end token
+        # (as Tunix's own adapter does), never with a real token such as id 0.
+        pad = self.tokenizer.pad_token_id
+        self.sampling_pad_id = pad if pad is not None else (self.eos_id or 0)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str | None:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -150,15 +178,27 @@ def encode(record: dict[str, Any], tokenizer: Any, max_length: int) -> Example |
     return Example(tokens, mask)
 
 
+def read_numbered_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Each record with its 1-based line number in the file, blank lines counted: the
+    identity a held-out item keeps across runs of the dataset. Lines end at "\n" only, as
+    runs/datasets.py reads them (a "\r" is JSON whitespace there, not a line end)."""
+    with path.open(encoding="utf-8", newline="\n") as handle:
+        return [(number, json.loads(line)) for number, line in enumerate(handle, 1) if line.strip()]
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return [record for _, record in read_numbered_records(path)]
+
+
+Item = TypeVar("Item")
 
 
 def split_records(
-    records: list[dict[str, Any]], eval_fraction: float, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Shuffle with the run's seed, then hold the first ``eval_fraction`` out for evaluation."""
+    records: list[Item], eval_fraction: float, seed: int
+) -> tuple[list[Item], list[Item]]:
+    """Shuffle with the run's seed, then hold the first ``eval_fraction`` out for evaluation.
+    The order depends on the count alone, so records with their line numbers split as the
+    bare records do."""
     shuffled = list(records)
     random.Random(seed).shuffle(shuffled)  # noqa: S311 - reproducible split, not a secret
     held_out = int(len(shuffled) * eval_fraction)
@@ -327,6 +367,7 @@ class Plan:
     hyper: dict[str, Any]
     checkpoints: Path
     metrics: Path
+    output_dir: Path  # the run's artifact directory: generation eval writes eval/ there
     resume: bool = False  # continue from an earlier attempt's newest checkpoint
 
 
@@ -346,15 +387,22 @@ def read_plan(config_path: Path) -> Plan:
     for key in ("checkpoints", "metrics"):
         if not Path(output[key]).is_absolute():  # Orbax refuses relative paths
             raise TrainerError(Reason.CONFIG_INVALID, f"output.{key} must be absolute")
+    # Configs written before output.dir existed: checkpoints are <dir>/checkpoints/attempt-<n>.
+    output_dir = (
+        Path(output["dir"]) if output.get("dir") else Path(output["checkpoints"]).parents[1]
+    )
     return Plan(
         run_id=spec["run_id"],
         model=entry,
         checkpoint_dir=Path(checkpoint) if checkpoint else None,
         allow_download=bool(spec["model"].get("allow_download")),
         dataset=Path(spec["dataset"]["path"]),
-        hyper=spec["training"],
+        # A config written before a hyperparameter existed (a run re-queued across an
+        # upgrade) gets its default.
+        hyper={**{p.name: p.default for p in training_config.PARAMS}, **spec["training"]},
         checkpoints=Path(output["checkpoints"]),
         metrics=Path(output["metrics"]),
+        output_dir=output_dir,
         resume=bool(output.get("resume")),
     )
 
@@ -470,21 +518,73 @@ def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tu
     return model, tokenizer
 
 
-def step_reporter(total_steps: int, seen: dict[str, float]) -> Callable[[int, float], None]:
+def step_reporter(total_steps: int, seen: dict[str, float]) -> Callable[..., None]:
     """What the trainer says after each step: its progress line, with the step's batch loss
     and the mean over the last TRAIN_LOSS_WINDOW steps, which is also what the result line
-    reports as ``train_loss`` (one batch's loss is too noisy to stand for the run)."""
+    reports as ``train_loss`` (one batch's loss is too noisy to stand for the run), and any
+    ``extra`` numbers of the step (learning rate, throughput)."""
     window = LossWindow()
 
-    def report(step: int, loss: float) -> None:
+    def report(step: int, loss: float, **extra: float) -> None:
         mean = window.add(loss)
         seen["train_loss"] = mean
         emit(
             PROGRESS_PREFIX,
-            {"step": step, "total_steps": total_steps, "loss": loss, "loss_mean": mean},
+            {"step": step, "total_steps": total_steps, "loss": loss, "loss_mean": mean, **extra},
         )
 
     return report
+
+
+class Throughput:
+    """Real (not padding) tokens a second of the steps since the previous report, evaluation
+    time left out: each report follows the read-back of its step's loss, so the steps
+    between two reports are done when the second one is made.
+
+    ``step_tokens[i]`` is the real token count of step ``first_step + 1 + i``."""
+
+    def __init__(
+        self,
+        step_tokens: Sequence[int],
+        first_step: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cumulative = [0, *itertools.accumulate(step_tokens)]
+        self.first_step = first_step
+        self.reported = first_step
+        self.clock = clock
+        self.since = clock()
+        self.paused = 0.0
+
+    def start(self) -> None:
+        """The clock starts with the training (compiling the first step counts)."""
+        self.since, self.paused = self.clock(), 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused += seconds
+
+    def report(self, step: int) -> float:
+        now = self.clock()
+        tokens = (
+            self.cumulative[step - self.first_step]
+            - self.cumulative[self.reported - self.first_step]
+        )
+        elapsed = now - self.since - self.paused
+        self.reported, self.since, self.paused = step, now, 0.0
+        return round(tokens / elapsed, 1) if elapsed > 0 else 0.0
+
+
+def current_learning_rate(tunix_trainer: Any) -> float | None:
+    """The learning rate in the optimizer's state (optax.inject_hyperparams keeps it there;
+    Tunix logs it from there too, so it is on the host by the time a step is reported), or
+    None for an optimizer that does not hold one."""
+    import numpy as np
+
+    try:
+        rate = tunix_trainer.optimizer.opt_state.hyperparams["learning_rate"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return float(np.asarray(rate.get_value() if hasattr(rate, "get_value") else rate))
 
 
 def training_input(batch: Sequence[Example], length: int, pad_id: int) -> Any:
@@ -523,11 +623,201 @@ def with_lora(model: Any, family: str, rank: int, alpha: float, seed: int) -> An
     )
 
 
+# --------------------------------------------------------------------------- generation eval
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A held-out record as generation eval sees it."""
+
+    line: int  # the record's 1-based line in the dataset file
+    prompt: str  # as training renders it (a chat record's context through its template)
+    reference: str  # the completion the model was trained to give
+
+
+def held_out_items(
+    rows: Sequence[tuple[int, dict[str, Any]]], tokenizer: Any, limit: int
+) -> list[HeldOut]:
+    """The first ``limit`` held-out records, in the split's order."""
+    return [
+        HeldOut(line, *prompt_and_completion(record, tokenizer)) for line, record in rows[:limit]
+    ]
+
+
+def frame_prompt(tokenizer: Any, text: str, limit: int | None = None) -> tuple[list[int], bool]:
+    """A prompt's tokens as training frames them (BOS, then the prompt), keeping the last
+    ``limit`` of them with BOS still first; and whether the prompt's start was cut."""
+    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    ids = list(tokenizer.encode(text))
+    room = len(ids) if limit is None else max(0, limit - len(bos))
+    if len(ids) <= room:
+        return bos + ids, False
+    return bos + ids[len(ids) - room :], True
+
+
+class SamplerTokenizer:
+    """The run's tokenizer as Tunix's sampler takes it: generate/tokenizer_adapter.py wants
+    ``encode``, ``decode`` and the special ids as methods.
+
+    ``encode`` frames a prompt as training does (BOS, then the prompt's tokens) and keeps its
+    last ``prompt_length`` tokens, BOS first: the sampler never meets a longer prompt, which
+    would make it compile another shape. BOS is framed here (so ``bos_id()`` is None and the
+    sampler adds none), because the sampler would leave out a BOS whose id is 0."""
+
+    def __init__(self, tokenizer: Any, prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def encode(self, text: str) -> list[int]:
+        return frame_prompt(self.tokenizer, text, self.prompt_length)[0]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(ids))
+
+    def bos_id(self) -> None:
+        return None
+
+    def eos_id(self) -> int:
+        # No end token (training appended none): an id no token has, so generation runs to
+        # max_new_tokens.
+        return -1 if self.tokenizer.eos_id is None else int(self.tokenizer.eos_id)
+
+    def pad_id(self) -> int:
+        return int(self.tokenizer.sampling_pad_id)
+
+
+def generation_shape(
+    prompt_lengths: Sequence[int], max_seq_length: int, max_new_tokens: int
+) -> tuple[int, int]:
+    """(prompt length, cache size) of a run's generation, fixed for all its batches so the
+    sampler compiles once: the smallest power of two that holds the longest framed prompt,
+    at most max_seq_length (the longest sequence the run trained on; longer prompts lose
+    their start), and room after it for max_new_tokens."""
+    longest = max([1, *prompt_lengths])
+    prompt_length = min(1 << (longest - 1).bit_length(), max_seq_length)
+    return prompt_length, prompt_length + max_new_tokens
+
+
+def write_predictions(directory: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """``directory/predictions.jsonl``, written whole or not at all: a reader (the artifact
+    listing, a comparison of runs) never sees half of it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PREDICTIONS_FILE
+    partial = directory / f"{TMP_PREFIX}{PREDICTIONS_FILE}"
+    with partial.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def generation_eval(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[HeldOut],
+    *,
+    hyper: dict[str, Any],
+    mesh: Any,
+    total_steps: int,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """Complete ``items`` with Tunix's sampler and the trained ``model`` (adapters applied),
+    score every completion with every scorer, write them to eval/predictions.jsonl, and
+    return the result's keys: ``eval_items``, each scorer's mean, ``eval_seconds``.
+
+    One fixed batch shape (rows, prompt length, cache size) for every call: the sampler
+    compiles its prefill and its decode loop once per shape, seconds each on a CPU. The last
+    batch is filled up with repeats of its own items, whose completions are dropped."""
+    from tunix.generate import sampler as sampler_lib
+
+    started = time.monotonic()
+    count = len(items)
+
+    def progress(done: int) -> None:
+        emit(
+            PROGRESS_PREFIX,
+            {
+                "step": total_steps,
+                "total_steps": total_steps,
+                "phase": "evaluating",
+                "item": done,
+                "items": count,
+            },
+        )
+
+    progress(0)  # the sampler compiles first: "evaluating 0 of n" meanwhile
+    scoring = {name: scorer() for name, scorer in scorers.SCORERS.items()}
+    max_new_tokens = int(hyper["max_new_tokens"])
+    prompt_length, cache_size = generation_shape(
+        [len(frame_prompt(tokenizer, item.prompt)[0]) for item in items],
+        int(hyper["max_seq_length"]),
+        max_new_tokens,
+    )
+    adapter = SamplerTokenizer(tokenizer, prompt_length)
+    config = model.config
+    sampler = sampler_lib.Sampler(
+        model,
+        adapter,
+        sampler_lib.CacheConfig(
+            cache_size=cache_size,
+            num_layers=config.num_layers,
+            num_kv_heads=config.num_kv_heads,
+            head_dim=config.head_dim,
+        ),
+    )
+    temperature = float(hyper["temperature"])
+    seed = int(hyper["seed"])
+    rows = min(int(hyper["batch_size"]), count)
+    completions: list[str] = []
+    for index, start in enumerate(range(0, count, rows)):
+        batch = list(items[start : start + rows])
+        filled = batch + list(itertools.islice(itertools.cycle(batch), rows - len(batch)))
+        with mesh:
+            output = sampler(
+                [item.prompt for item in filled],
+                max_generation_steps=max_new_tokens,
+                max_prompt_length=prompt_length,
+                echo=False,
+                # Greedy at 0; else sampling from the whole distribution at that temperature
+                # (top_p=1.0 is what makes Tunix sample), seeded per batch so batches differ.
+                temperature=temperature,
+                top_p=1.0 if temperature > 0 else None,
+                seed=seed + index,
+            )
+        completions.extend(output.text[: len(batch)])
+        progress(len(completions))
+
+    predictions: list[dict[str, Any]] = []
+    scores: list[dict[str, float]] = []
+    for item, completion in zip(items, completions, strict=True):
+        scores.append(scorers.score_all(scoring, completion, item.reference))
+        framed, cut = frame_prompt(tokenizer, item.prompt, prompt_length)
+        bos = 0 if tokenizer.bos_id is None else 1
+        predictions.append(
+            {
+                "line": item.line,
+                # What the model was given: the prompt, or what was left of it after the cut.
+                "prompt": tokenizer.decode(framed[bos:]) if cut else item.prompt,
+                "reference": item.reference,
+                "prediction": completion,
+                "scores": scores[-1],
+            }
+        )
+    write_predictions(output_dir / EVAL_DIR, predictions)
+    return {
+        "eval_items": count,
+        **scorers.means(scores),
+        "eval_seconds": round(time.monotonic() - started, 3),
+    }
+
+
 def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     hyper = plan.hyper
     seed = int(hyper["seed"])
-    records = read_records(plan.dataset)
-    train_records, eval_records = split_records(records, float(hyper["eval_fraction"]), seed)
+    numbered = read_numbered_records(plan.dataset)
+    train_rows, eval_rows = split_records(numbered, float(hyper["eval_fraction"]), seed)
+    train_records = [record for _, record in train_rows]
+    eval_records = [record for _, record in eval_rows]
     # A missing checkpoint is reported before the slow imports.
     checkpoint = None if plan.model.is_preset else resolve_checkpoint(plan)
 
@@ -598,35 +888,56 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         trainer.eval_loss_fn = eval_loss_fn(evaluated)
     seen: dict[str, float] = {}
     report_step = step_reporter(total_steps, seen)
+    # Compiling from here (and, when resuming, restoring the checkpoint of that step).
+    emit(PROGRESS_PREFIX, {"step": resumed_from, "total_steps": total_steps})
+    # Tokens the training actually sees, step by step (padding not counted), and the padded
+    # lengths this process compiles for; the batches are reproducible from the seed, so count
+    # them without keeping them (a resumed run skips the batches before its checkpoint unseen).
+    step_tokens: list[int] = []
+    padded_tokens = 0
+    train_lengths: set[int] = set()
+    for batch in itertools.islice(
+        train_batches(train_examples, batch_size, total_steps, seed, ladder), resumed_from, None
+    ):
+        step_tokens.append(sum(len(e.tokens) for e in batch))
+        train_lengths.add(padded_length(batch, ladder))
+        padded_tokens += len(batch) * padded_length(batch, ladder)
+    real_tokens = sum(step_tokens)
+    throughput = Throughput(step_tokens, first_step=resumed_from)
+    evaluating_since: list[float] = []  # when the running evaluation's first batch started
 
     class Report(hooks.TrainingHooks):  # type: ignore[misc]
         def on_train_start(self, _trainer: Any) -> None: ...
         def on_train_end(self, _trainer: Any) -> None: ...
         def on_train_step_start(self, _trainer: Any) -> None: ...
-        def on_eval_step_start(self, _trainer: Any) -> None: ...
 
-        def on_train_step_end(self, _trainer: Any, step: int, loss: Any) -> None:
-            report_step(int(step), float(np.mean(np.asarray(loss))))
+        def on_train_step_end(self, tunix_trainer: Any, step: int, loss: Any) -> None:
+            batch_loss = float(np.mean(np.asarray(loss)))  # waits for the step to finish
+            extra = {"tokens_per_second": throughput.report(int(step))}
+            rate = current_learning_rate(tunix_trainer)
+            if rate is not None:
+                extra["learning_rate"] = rate
+            report_step(int(step), batch_loss, **extra)
 
-        def on_eval_step_end(self, _trainer: Any, eval_loss: Any) -> None:
+        def on_eval_step_start(self, _trainer: Any) -> None:
+            if not evaluating_since:
+                evaluating_since.append(time.monotonic())
+
+        def on_eval_step_end(self, tunix_trainer: Any, eval_loss: Any) -> None:
             # Tunix hands over the sum over the evaluation batches (see eval_loss_fn).
             assert eval_set is not None
             seen["eval_loss"] = float(np.asarray(eval_loss)) / len(eval_set)
+            throughput.pause(time.monotonic() - evaluating_since.pop())
+            emit(
+                PROGRESS_PREFIX,
+                {
+                    "step": int(tunix_trainer.train_steps),
+                    "total_steps": total_steps,
+                    "eval_loss": seen["eval_loss"],
+                },
+            )
 
     trainer.with_training_hooks(Report())
-    # Compiling from here (and, when resuming, restoring the checkpoint of that step).
-    emit(PROGRESS_PREFIX, {"step": resumed_from, "total_steps": total_steps})
-    # Tokens the training actually saw (padding not counted), and the padded lengths this
-    # process compiles for; the batches are reproducible from the seed, so count them without
-    # keeping them (a resumed run skips the batches before its checkpoint unseen).
-    real_tokens = padded_tokens = 0
-    train_lengths: set[int] = set()
-    for batch in itertools.islice(
-        train_batches(train_examples, batch_size, total_steps, seed, ladder), resumed_from, None
-    ):
-        real_tokens += sum(len(e.tokens) for e in batch)
-        train_lengths.add(padded_length(batch, ladder))
-        padded_tokens += len(batch) * padded_length(batch, ladder)
     eval_shapes = {(len(b), padded_length(b, ladder)) for b in evaluated}
     compiled_shapes = len(train_lengths) + len(eval_shapes)
     print(
@@ -636,6 +947,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         flush=True,
     )
     started = time.monotonic()
+    throughput.start()
     with mesh:
         trainer.train(
             (
@@ -653,6 +965,19 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "compiled_shapes": compiled_shapes,
     }
+    # Generation eval, after the training's own time is taken: it is not training throughput.
+    # An error here fails the run like any trainer error (the checkpoints are written by now).
+    items = held_out_items(eval_rows, tokenizer, int(hyper["eval_max_items"]))
+    if items:
+        result |= generation_eval(
+            trainer.model,
+            tokenizer,
+            items,
+            hyper=hyper,
+            mesh=mesh,
+            total_steps=total_steps,
+            output_dir=plan.output_dir,
+        )
     return {k: v for k, v in result.items() if v is not None}
 
 
@@ -665,6 +990,8 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
     # Tunix's trainer reads the mesh from `with mesh:`, which JAX now reports as deprecated on
     # every use; the run's output is for the run, not for that.
     warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
+    # Likewise Tunix's sampler, for models that bring no KV cache of their own (Llama 3).
+    warnings.filterwarnings("ignore", message=r"Using deprecated _init_cache")
     try:
         plan = read_plan(Path(args[0]))
         plan.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,31 @@ PARAMS: tuple[Param, ...] = (
     Param("seed", int, 42, 0, 2**31 - 1, "Random seed for shuffling and initialisation"),
     Param("lora_rank", int, 0, 0, 1024, "LoRA rank; 0 trains all weights"),
     Param("lora_alpha", float, 16.0, 0.0, 4096.0, "LoRA scaling factor"),
+    Param(
+        "eval_max_items",
+        int,
+        64,
+        0,
+        10_000,
+        "Held-out records the trained model completes and is scored on after training "
+        "(exact match, token F1, ROUGE-L); 0 turns this generation eval off",
+    ),
+    Param(
+        "max_new_tokens",
+        int,
+        32,
+        1,
+        4096,
+        "Tokens generated at most per held-out record (generation stops earlier at the end token)",
+    ),
+    Param(
+        "temperature",
+        float,
+        0.0,
+        0.0,
+        2.0,
+        "Sampling temperature of the generation eval; 0 always picks the likeliest token (greedy)",
+    ),
 )
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
 

@@ -39,6 +39,11 @@ def _postgres_unreachable_reason() -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs PostgreSQL")
+    config.addinivalue_line(
+        "markers",
+        "database_independent: touches no database (the trainer in its own process), so "
+        "`make test` runs it in the PostgreSQL pass only",
+    )
     config._tunix_pg_skip = None  # type: ignore[attr-defined]
     if _database_url().startswith(("postgres://", "postgresql://")):
         reason = _postgres_unreachable_reason()

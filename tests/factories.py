@@ -3,6 +3,9 @@ way clients make them (through the submission service)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import factory
@@ -20,6 +23,7 @@ from runs.models import (
     WebhookDelivery,
     WebhookEndpointState,
 )
+from runs.training_config import PARAMS
 
 DEMO_KEY = "tunix-demo-v1"  # the key of the conftest's demo_dataset
 
@@ -162,3 +166,103 @@ class WebhookEndpointStateFactory(factory.django.DjangoModelFactory):
     url = factory.Sequence(lambda n: f"https://hooks.example/gone-{n}")
     disabled_at = factory.LazyFunction(timezone.now)
     reason = "410 Gone"
+
+
+def reference_for(line: int) -> str:
+    """The reference answer of the test datasets' record on ``line``."""
+    return f"The answer is {line}."
+
+
+def prediction_record(
+    line: int, prediction: str, reference: str | None = None, prompt: str | None = None
+) -> dict[str, Any]:
+    """A line of eval/predictions.jsonl as the trainer writes it, scored by runs.scorers (ROUGE-L
+    stood in for by token F1: the tests need a number of the right shape, not the package)."""
+    from runs.scorers import ExactMatch, TokenF1
+
+    expected = reference_for(line) if reference is None else reference
+    f1 = TokenF1().score(prediction, expected)
+    return {
+        "line": line,
+        "prompt": f"What is the answer to question {line}?" if prompt is None else prompt,
+        "reference": expected,
+        "prediction": prediction,
+        "scores": {
+            "exact_match": ExactMatch().score(prediction, expected),
+            "token_f1": f1,
+            "rouge_l": f1,
+        },
+    }
+
+
+def write_predictions(run: TunixRun, records: Iterable[dict[str, Any] | str]) -> Path:
+    """The run's eval/predictions.jsonl in its artifact directory (dicts dumped, strings written
+    as raw lines)."""
+    from runs.artifacts import run_directory
+
+    path = run_directory(run) / "eval" / "predictions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+class EvaluatedRunFactory(TunixRunFactory):
+    """A completed local training: a loss curve of ``steps`` steps (scaled by ``loss_scale``),
+    an evaluation every 8 steps, final metrics, and, given ``predictions`` (one a dataset line
+    from line 1: a string, a raw record dict, or None to leave the line out), its
+    eval/predictions.jsonl. Without ``predictions`` the run has no evaluation file."""
+
+    class Meta:
+        skip_postgeneration_save = True  # the hook writes a file, not the row
+
+    class Params:
+        steps = 48
+        loss_scale = 1.0
+
+    mode = RunMode.LOCAL
+    status = RunStatus.COMPLETED
+    attempt = 1
+    exit_code = 0
+    started_at = factory.LazyFunction(timezone.now)
+    completed_at = factory.LazyFunction(timezone.now)
+    config: Any = factory.LazyFunction(
+        lambda: {param.name: param.default for param in PARAMS} | {"learning_rate": 0.003}
+    )
+    loss_curve: Any = factory.LazyAttribute(
+        lambda o: [
+            [step, round(o.loss_scale * 4.0 / (1 + 0.1 * step), 6)]
+            for step in range(1, o.steps + 1)
+        ]
+    )
+    series: Any = factory.LazyAttribute(
+        lambda o: {
+            "eval_loss": [
+                [step, round(o.loss_scale * 4.4 / (1 + 0.1 * step), 6)]
+                for step in range(8, o.steps + 1, 8)
+            ],
+            "learning_rate": [[step, 0.003] for step in range(1, o.steps + 1)],
+            "tokens_per_second": [[step, 900.0] for step in range(1, o.steps + 1)],
+        }
+    )
+    metrics: Any = factory.LazyAttribute(
+        lambda o: {
+            "train_loss": o.loss_curve[-1][1],
+            "eval_loss": o.series["eval_loss"][-1][1],
+            "steps": o.steps,
+            "tokens_per_second": 900.0,
+            "wall_seconds": 12.5,
+            "compiled_shapes": 3,
+        }
+    )
+
+    @factory.post_generation
+    def predictions(run: TunixRun, create: bool, extracted: Any, **kwargs: Any) -> None:
+        if extracted is None:
+            return
+        records = [
+            entry if isinstance(entry, dict) else prediction_record(line, entry)
+            for line, entry in enumerate(extracted, start=1)
+            if entry is not None
+        ]
+        write_predictions(run, records)

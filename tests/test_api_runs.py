@@ -114,6 +114,9 @@ def test_every_hyperparameter_is_accepted_and_stored(
         "seed": 7,
         "lora_rank": 8,
         "lora_alpha": 32.0,
+        "eval_max_items": 16,
+        "max_new_tokens": 64,
+        "temperature": 0.7,
     }
     body = {**BODY, **hyperparameters, "dry_run": True, "timeout_seconds": 60}
     response = operator_client.post(SUBMIT, body, format="json")
@@ -133,6 +136,11 @@ def test_omitted_hyperparameters_get_their_defaults(
     assert run["config"]["learning_rate"] == 2e-5
     assert run["config"]["eval_fraction"] == 0.1
     assert run["config"]["max_steps"] is None
+    assert (
+        run["config"]["eval_max_items"],
+        run["config"]["max_new_tokens"],
+        run["config"]["temperature"],
+    ) == (64, 32, 0.0)
 
 
 def test_missing_dataset_is_a_400_naming_dataset_key_and_creates_no_run(

@@ -72,6 +72,9 @@ def test_schema_documents_the_submit_body(schema: dict[str, Any]) -> None:
         "seed",
         "lora_rank",
         "lora_alpha",
+        "eval_max_items",
+        "max_new_tokens",
+        "temperature",
     } <= set(properties)
     assert properties["dry_run"]["default"] is True
 

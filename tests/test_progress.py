@@ -14,6 +14,7 @@ def test_progress_lines_update_step_total_loss_and_the_curve() -> None:
     assert tracker.take() == {
         "progress": {"step": 2, "total_steps": 20, "loss": 4.25},
         "loss_curve": [[1, 5.5], [2, 4.25]],
+        "series": {},
         "metrics": {},
     }
     assert tracker.take() is None  # nothing new since
@@ -62,6 +63,7 @@ def test_non_finite_losses_and_impossible_totals_are_left_out() -> None:
     assert tracker.snapshot() == {
         "progress": {"step": 4, "total_steps": None, "loss": None},
         "loss_curve": [],
+        "series": {},
         "metrics": {},
     }
 
@@ -103,3 +105,68 @@ def test_a_new_attempt_continues_or_replaces_the_curve() -> None:
     retried.feed_line('TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 9.0}')
     assert retried.curve[-1] == [3, 9.0]
     assert len(retried.curve) == 3
+
+
+def test_learning_rate_tokens_per_second_and_eval_loss_are_series_by_step() -> None:
+    tracker = ProgressTracker()
+    for step, loss in ((1, 5.0), (2, 4.5)):
+        tracker.feed_line(
+            f'TUNIX_PROGRESS {{"step": {step}, "total_steps": 4, "loss": {loss}, '
+            f'"learning_rate": 0.003, "tokens_per_second": {1000 * step}}}'
+        )
+    tracker.feed_line('TUNIX_PROGRESS {"step": 2, "total_steps": 4, "eval_loss": 4.75}')
+    snapshot = tracker.snapshot()
+    assert snapshot["loss_curve"] == [[1, 5.0], [2, 4.5]]  # the evaluation is not a resume
+    assert snapshot["series"] == {
+        "learning_rate": [[1, 0.003], [2, 0.003]],
+        "tokens_per_second": [[1, 1000], [2, 2000]],
+        "eval_loss": [[2, 4.75]],
+    }
+    assert snapshot["progress"] == {"step": 2, "total_steps": 4, "loss": 4.5}
+
+
+def test_generation_eval_shows_as_a_phase_with_items_done_of_all() -> None:
+    tracker = ProgressTracker()
+    tracker.feed_line('TUNIX_PROGRESS {"step": 4, "total_steps": 4, "loss": 3.0}')
+    tracker.feed_line(
+        'TUNIX_PROGRESS {"step": 4, "total_steps": 4, "phase": "evaluating", "item": 8, '
+        '"items": 20}'
+    )
+    tracker.feed_line(  # impossible counts are ignored
+        'TUNIX_PROGRESS {"step": 4, "total_steps": 4, "phase": "evaluating", "item": 30, '
+        '"items": 20}'
+    )
+    assert tracker.snapshot()["progress"] == {
+        "step": 4,
+        "total_steps": 4,
+        "loss": 3.0,
+        "phase": "evaluating",
+        "item": 8,
+        "items": 20,
+    }
+    assert tracker.curve == [[4, 3.0]]
+
+
+def test_a_resumed_attempt_drops_the_stopped_attempts_later_series_points() -> None:
+    tracker = ProgressTracker(
+        curve=[[1, 5.0], [2, 4.0], [3, 3.0]],
+        series={"eval_loss": [[2, 4.2], [3, 3.1]], "learning_rate": [[1, 0.1], [3, 0.1]]},
+    )
+    tracker.feed_line('TUNIX_PROGRESS {"step": 2, "total_steps": 4}')  # restored at step 2
+    assert tracker.snapshot()["series"] == {
+        "eval_loss": [[2, 4.2]],
+        "learning_rate": [[1, 0.1]],
+    }
+
+
+def test_every_series_stays_bounded_like_the_curve() -> None:
+    tracker = ProgressTracker()
+    for step in range(1, 1001):
+        tracker.feed_line(
+            f'TUNIX_PROGRESS {{"step": {step}, "loss": 1.0, "learning_rate": 0.5, '
+            f'"tokens_per_second": {step}}}'
+        )
+        tracker.feed_line(f'TUNIX_PROGRESS {{"step": {step}, "eval_loss": 2.0}}')
+    for points in tracker.snapshot()["series"].values():
+        assert len(points) <= MAX_CURVE_POINTS
+        assert points[-1][0] == 1000

@@ -10,17 +10,23 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runs import model_catalog, trainer, training_config
-from runs.progress import RESULT_PREFIX, LineSplitter, ProgressTracker
+from runs import model_catalog, scorers, trainer, training_config
+from runs.progress import PROGRESS_PREFIX, RESULT_PREFIX, LineSplitter, ProgressTracker
 from tests.support.clusters import REPO_ROOT
 
 DEMO = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
-HYPER = {p.name: p.default for p in training_config.PARAMS}
+# The defaults, with the generation eval after training off: it adds seconds to every run, and
+# tests/test_generation_eval.py turns it on where it is the subject.
+HYPER = {p.name: p.default for p in training_config.PARAMS} | {"eval_max_items": 0}
+
+# No database: the PostgreSQL pass of `make test` runs these once.
+pytestmark = pytest.mark.database_independent
 
 
 def write_config(
@@ -46,15 +52,19 @@ def write_config(
     return path
 
 
+@dataclass
 class TrainerOutput(ProgressTracker):
     """The worker's parse of the trainer's stdout, plus the result line's whole payload (the
-    worker keeps only progress.RESULT_KEYS of it)."""
+    worker keeps only progress.RESULT_KEYS of it) and every progress line as written."""
 
     payload: dict[str, Any] | None = None
+    progress_lines: list[dict[str, Any]] = field(default_factory=list)
 
     def feed_line(self, line: str) -> None:
         if line.startswith(RESULT_PREFIX):
             self.payload = json.loads(line.removeprefix(RESULT_PREFIX))
+        elif line.startswith(PROGRESS_PREFIX):
+            self.progress_lines.append(json.loads(line.removeprefix(PROGRESS_PREFIX)))
         super().feed_line(line)
 
 
@@ -321,9 +331,39 @@ def test_full_fine_tuning_of_the_tiny_preset(
     assert list((tmp_path / "metrics" / "attempt-1").glob("events.out.tfevents.*"))
 
 
-def test_lora_trains_adapters_only(tmp_path: Path, tunix_runtime: None) -> None:
-    config = write_config(tmp_path, lora_rank=8, lora_alpha=16.0, learning_rate=1e-2, max_steps=16)
+def test_without_generation_eval_a_run_writes_no_predictions_and_reports_no_scores(
+    tunix_runtime: None, full_run: tuple[Path, int, TrainerOutput, str]
+) -> None:
+    """eval_max_items=0 (HYPER's), with held-out records to generate from: nothing is."""
+    tmp_path, code, progress, stderr = full_run
+    assert code == 0, stderr[-3000:]
+    assert not (tmp_path / "eval").exists()
+    assert progress.payload is not None
+    assert not {"eval_items", "eval_seconds", *scorers.SCORER_NAMES} & set(progress.payload)
+    assert not [line for line in progress.progress_lines if "phase" in line]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, TrainerOutput, str]:
+    """A 16-step LoRA training, then 3 held-out records completed at temperature 1."""
+    directory = tmp_path_factory.mktemp("lora-run")
+    config = write_config(
+        directory,
+        lora_rank=8,
+        lora_alpha=16.0,
+        learning_rate=1e-2,
+        max_steps=16,
+        eval_max_items=3,
+        temperature=1.0,
+    )
     code, progress, stderr = run_trainer(config)
+    return directory, code, progress, stderr
+
+
+def test_lora_trains_adapters_only(
+    tunix_runtime: None, lora_run: tuple[Path, int, TrainerOutput, str]
+) -> None:
+    tmp_path, code, progress, stderr = lora_run
     assert code == 0, stderr[-3000:]
     losses = [loss for _, loss in progress.curve]
     assert len(losses) == 16
@@ -336,6 +376,23 @@ def test_lora_trains_adapters_only(tmp_path: Path, tunix_runtime: None) -> None:
     assert all("_lora_a" in name or "_lora_b" in name for name in names), names
     assert any("q_proj" in name for name in names)
     assert any("down_proj" in name for name in names)
+
+
+def test_lora_adapters_generate_when_sampling_at_a_temperature(
+    tunix_runtime: None, lora_run: tuple[Path, int, TrainerOutput, str]
+) -> None:
+    """The model with its trained adapters completes the held-out records; sampled at
+    temperature 1 (seeded), the three completions of up to 32 tokens all differ."""
+    tmp_path, code, progress, stderr = lora_run
+    assert code == 0, stderr[-3000:]
+    lines = (tmp_path / "eval" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in lines]
+    assert len(items) == 3
+    assert len({item["prediction"] for item in items}) == 3
+    assert progress.payload is not None
+    assert progress.payload["eval_items"] == 3
+    evaluating = [line["item"] for line in progress.progress_lines if "phase" in line]
+    assert evaluating == [0, 3]
 
 
 # --------------------------------------------------------------------------- real checkpoints

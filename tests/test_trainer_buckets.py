@@ -19,7 +19,8 @@ import pytest
 from runs import trainer
 from tests.test_trainer import TrainerOutput, attempt_config, run_trainer, write_config
 
-pytestmark = pytest.mark.timeout(600)
+# No database: the PostgreSQL pass of `make test` runs these once.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.database_independent]
 
 RECORDS = [
     {"prompt": "What is 2+2?", "completion": "4"},

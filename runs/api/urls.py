@@ -1,8 +1,9 @@
 """The seed system's REST paths (no trailing slashes), kept for its clients.
 
 A router maps the viewsets to tunix/runs, tunix/datasets and tunix/models. Its URL names
-(run-list, run-detail, run-status, run-cancel, run-artifacts, run-artifact, dataset-list,
-dataset-detail, model-list) are the ones reverse() and the templates use. Path converters, not
+(run-list, run-detail, run-status, run-cancel, run-artifacts, run-artifact, run-compare,
+run-compare-items, run-compare-items-csv, dataset-list, dataset-detail, model-list) are the ones
+reverse() and the templates use. Path converters, not
 regular expressions: <str:run_id> accepts any segment, and the OpenAPI schema's path parameters
 are plain strings.
 """

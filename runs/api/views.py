@@ -41,6 +41,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from runs import artifacts, authorization, model_catalog, selectors, services
+from runs.api import compare as compare_api
 from runs.api import renderers
 from runs.api.parsers import require_content_length
 from runs.api.serializers import (
@@ -241,6 +242,8 @@ class RunViewSet(viewsets.ViewSet):
             # DRF's ?format=json (the browsable API links to it) picks a renderer, not a filter.
             raw.pop(api_settings.URL_FORMAT_OVERRIDE, None)
         params = _list_query(tuple(sorted(raw.items())))
+        if params.get("sort"):
+            return self._ranking(request, params)
         filters = selectors.RunFilters(
             status=params.get("status"),
             dataset_key=params.get("dataset_key"),
@@ -256,22 +259,42 @@ class RunViewSet(viewsets.ViewSet):
             )
         except selectors.InvalidCursor as exc:
             raise ValidationError({"cursor": [str(exc)]}) from None
-        next_url = None
-        if page.next_cursor:
-            kept = {k: v for k, v in request.query_params.items() if k not in {"cursor", "offset"}}
-            next_url = request.build_absolute_uri(
-                f"{request.path}?{urlencode({**kept, 'cursor': page.next_cursor})}"
-            )
         return Response(
             {
                 "data": [list_item(run) for run in page.items],
-                "pagination": {
-                    "limit": params["limit"],
-                    "next_cursor": page.next_cursor,
-                    "next": next_url,
-                },
+                "pagination": self._pagination(request, params["limit"], page.next_cursor),
             }
         )
+
+    def _ranking(self, request: Request, params: Mapping[str, Any]) -> Response:
+        try:
+            ranking = selectors.run_ranking(
+                dataset_key=params["dataset_key"],
+                metric=params["sort"],
+                owner=authorization.visible_owner(request.user),
+                limit=params["limit"],
+                cursor=params.get("cursor"),
+            )
+        except selectors.InvalidCursor as exc:
+            raise ValidationError({"cursor": [str(exc)]}) from None
+        return Response(
+            {
+                "data": [
+                    {**list_item(selectors.RunRow.from_run(r.run)), "metrics": r.run.metrics}
+                    for r in ranking.items
+                ],
+                "pagination": self._pagination(request, params["limit"], ranking.next_cursor),
+            }
+        )
+
+    def _pagination(self, request: Request, limit: int, cursor: str | None) -> dict[str, Any]:
+        next_url = None
+        if cursor:
+            kept = {k: v for k, v in request.query_params.items() if k not in {"cursor", "offset"}}
+            next_url = request.build_absolute_uri(
+                f"{request.path}?{urlencode({**kept, 'cursor': cursor})}"
+            )
+        return {"limit": limit, "next_cursor": cursor, "next": next_url}
 
     @extend_schema(operation_id="run_detail", responses={200: RunDetailSerializer, 404: PROBLEM})
     def retrieve(self, request: Request, run_id: str) -> Response:
@@ -373,6 +396,82 @@ class RunViewSet(viewsets.ViewSet):
                 "artifacts directory on the worker host."
             )
         return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+
+    # Comparing runs: list-level actions, so the router puts tunix/runs/compare... before the
+    # tunix/runs/<run_id> pattern that would otherwise take "compare" for a run id.
+
+    @extend_schema(
+        operation_id="run_compare",
+        parameters=[compare_api.IDS_PARAMETER],
+        responses={200: compare_api.ComparisonSerializer, 400: PROBLEM, 404: PROBLEM},
+        description="Runs side by side: their series, the settings that differ, and their "
+        "final metrics with the best of each marked. An id this user may not see is a 404.",
+    )
+    @action(detail=False, url_path="compare", url_name="compare")
+    def compare(self, request: Request) -> Response:
+        compare_api.query(request, compare_api.CompareQuerySerializer)
+        found = compare_api.comparison(request)
+        return Response(
+            compare_api.comparison_body(
+                found,
+                items_url=compare_api.url(request, "api:run-compare-items", found),
+                csv_url=compare_api.url(request, "api:run-compare-items-csv", found),
+            )
+        )
+
+    @extend_schema(
+        operation_id="run_compare_items",
+        parameters=[compare_api.IDS_PARAMETER, compare_api.CompareItemsQuerySerializer],
+        responses={200: compare_api.CompareItemsSerializer, 400: PROBLEM, 404: PROBLEM},
+        description="The runs' evaluation items side by side, matched by dataset line, "
+        f"{selectors.ITEMS_PER_PAGE} a page. Runs of different datasets are a 400 naming ids.",
+    )
+    @action(detail=False, url_path="compare/items", url_name="compare-items")
+    def compare_items(self, request: Request) -> Response:
+        params = compare_api.query(request, compare_api.CompareItemsQuerySerializer)
+        found = compare_api.comparison(request)
+        items = compare_api.items(found, disagree=params["disagree"])
+        page = items.page(params["page"])
+        flag = {"disagree": 1} if params["disagree"] else {}
+
+        def link(number: int | None) -> str | None:
+            if number is None:
+                return None
+            return compare_api.url(request, "api:run-compare-items", found, **flag, page=number)
+
+        return Response(
+            compare_api.items_body(
+                found, items, page, next_url=link(page.next), previous_url=link(page.previous)
+            )
+        )
+
+    @extend_schema(
+        operation_id="run_compare_items_csv",
+        parameters=[compare_api.IDS_PARAMETER, compare_api.CompareCsvQuerySerializer],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="RFC 4180 CSV, every item on one row: line, prompt, reference, "
+                "disagree, then each run's prediction and scores",
+            ),
+            400: PROBLEM,
+            404: PROBLEM,
+        },
+    )
+    @action(
+        detail=False,
+        url_path="compare/items.csv",
+        url_name="compare-items-csv",
+        renderer_classes=[compare_api.CSVRenderer],
+    )
+    def compare_items_csv(self, request: Request) -> Response:
+        params = compare_api.query(request, compare_api.CompareCsvQuerySerializer)
+        found = compare_api.comparison(request)
+        items = compare_api.items(found, disagree=params["disagree"])
+        return Response(
+            compare_api.csv_rows(found, items),
+            headers={"Content-Disposition": 'attachment; filename="compare-items.csv"'},
+        )
 
 
 class ModelCatalogViewSet(viewsets.ViewSet):

@@ -18,7 +18,7 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +43,7 @@ class RunSpec:
     dataset_records: int
     timeout_seconds: int  # the run's own, or the default
     loss_curve: list[list[float]]  # the curve so far: a resumed attempt continues it
+    series: dict[str, list[list[float]]] = field(default_factory=dict)  # likewise
 
     @property
     def config_path(self) -> Path:
@@ -143,7 +144,10 @@ def _supervise(
     backend: ExecutionBackend, run: RunSpec, job: executor.Job, supervision: Supervision
 ) -> RunOutcome:
     requeue = False
-    tracker = ProgressTracker(curve=[list(point) for point in run.loss_curve])
+    tracker = ProgressTracker(
+        curve=[list(point) for point in run.loss_curve],
+        series={name: [list(p) for p in points] for name, points in run.series.items()},
+    )
     lines = LineSplitter(tracker.feed_line)
     # The loop's own captures: what the run shows while it runs is the same head-and-tail cut
     # as its final output.

@@ -67,6 +67,7 @@ def run_spec(run: TunixRun) -> RunSpec:
         dataset_records=run.dataset.record_count,
         timeout_seconds=run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS,
         loss_curve=[list(point) for point in run.loss_curve or []],
+        series=dict(run.series or {}),
     )
 
 

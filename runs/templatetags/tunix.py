@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,41 +11,63 @@ from django.utils import dateformat, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from runs.progress import TRAIN_LOSS_WINDOW
+from runs import charts
+from runs.progress import RANKING_METRICS, TRAIN_LOSS_WINDOW
 
 register = template.Library()
 
-CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 8
+
+@register.inclusion_tag("runs/_chart.html")
+def loss_chart(curve: list[list[float]], series: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's train loss by step as a line, its evaluations' losses as marks, on shared axes
+    (inline SVG: no script, no CDN)."""
+    lines = [charts.Line("train loss", curve, colour=0)]
+    evaluations = (series or {}).get("eval_loss") or []
+    if evaluations:
+        lines.append(charts.Line("eval loss", evaluations, colour=1, dots=True))
+    return chart_context(lines, testid="loss-chart", y_label="loss")
 
 
-@register.inclusion_tag("runs/_loss_chart.html")
-def loss_chart(curve: list[list[float]]) -> dict[str, Any]:
-    """An inline SVG line of loss by step (no script, no CDN); the y axis spans the losses."""
-    points = [(float(step), float(loss)) for step, loss in curve]
-    if not points:
-        return {"points": ""}
-    steps = [p[0] for p in points]
-    losses = [p[1] for p in points]
-    low_step, high_step = min(steps), max(steps)
-    low, high = min(losses), max(losses)
-    step_span = (high_step - low_step) or 1.0
-    loss_span = (high - low) or 1.0
-    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+@register.inclusion_tag("runs/_chart.html")
+def series_chart(series: dict[str, Any] | None, name: str, label: str) -> dict[str, Any]:
+    """One of a run's other series (learning rate, tokens/s) by step."""
+    points = (series or {}).get(name) or []
+    return chart_context(
+        [charts.Line(label, points, colour=2)],
+        testid=f"{name.replace('_', '-')}-chart",
+        y_label=label,
+    )
 
-    def xy(step: float, loss: float) -> str:
-        x = CHART_PAD + (step - low_step) / step_span * inner_w
-        y = CHART_PAD + (high - loss) / loss_span * inner_h
-        return f"{x:.1f},{y:.1f}"
 
+@register.inclusion_tag("runs/_chart.html")
+def compare_chart(runs: Sequence[Any]) -> dict[str, Any]:
+    """Several runs' train losses as lines and their evaluations' losses as marks, one colour a
+    run (in the order given, as the compare page's columns), on shared axes."""
+    lines = []
+    for colour, run in enumerate(runs):
+        name = str(run.id)[:8]
+        lines.append(charts.Line(f"{name} train loss", run.loss_curve or [], colour=colour))
+        evaluations = (run.series or {}).get("eval_loss") or []
+        if evaluations:
+            lines.append(charts.Line(f"{name} eval loss", evaluations, colour=colour, dots=True))
+    return chart_context(lines, testid="compare-chart", y_label="loss")
+
+
+def chart_context(lines: list[charts.Line], *, testid: str, y_label: str) -> dict[str, Any]:
+    chart = charts.layout(lines)
+    if chart is None:
+        return {"chart": None}
+    first = chart.lines[0]
     return {
-        "points": " ".join(xy(step, loss) for step, loss in points),
-        "width": CHART_WIDTH,
-        "height": CHART_HEIGHT,
-        "first": points[0],
-        "last": points[-1],
-        "low": low,
-        "high": high,
-        "count": len(points),
+        "chart": chart,
+        "testid": testid,
+        "y_label": y_label,
+        "points": first.count,  # the first line's, for watching a live chart grow
+        "summary": (
+            f"{y_label.capitalize()} by step, steps {chart.first_step:.0f} to "
+            f"{chart.last_step:.0f}: {chart.high:.4f} at the highest, {chart.low:.4f} at the "
+            "lowest"
+        ),
     }
 
 
@@ -87,6 +110,10 @@ METRIC_LABELS = {
     "steps": "steps",
     "tokens_per_second": "tokens/s",
     "wall_seconds": "wall time",
+    "compiled_shapes": "compiled shapes",
+    "eval_items": "items generated",
+    "eval_seconds": "generation time",
+    **RANKING_METRICS,
 }
 
 
@@ -97,9 +124,9 @@ def metric_label(name: str) -> str:
 
 @register.filter
 def metric_value(value: float, name: str) -> str:
-    if name == "wall_seconds":
+    if name in {"wall_seconds", "eval_seconds"}:
         return seconds(value)
-    if name == "steps":
+    if name in {"steps", "eval_items", "compiled_shapes"}:
         return f"{value:.0f}"
     if name == "tokens_per_second":
         return f"{value:,.0f}"

@@ -19,6 +19,7 @@ from runs.models import (
     RunMode,
     RunStatus,
 )
+from runs.progress import RANKING_METRICS
 from runs.services import RunRequest
 
 
@@ -27,6 +28,13 @@ class RunFilterForm(forms.Form):
     mode = forms.ChoiceField(choices=[("", "any mode"), *MODE_CHOICES], required=False)
     dataset_key = forms.CharField(
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
+    )
+    sort = forms.ChoiceField(
+        choices=[
+            ("", "newest first"),
+            *((m, f"best {label}") for m, label in RANKING_METRICS.items()),
+        ],
+        required=False,
     )
     cursor = forms.CharField(required=False, max_length=256, widget=forms.HiddenInput)
 

@@ -25,6 +25,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from runs import artifacts, authorization, model_catalog, selectors, services
 from runs.datasets import REASONING_INCLUDE
 from runs.models import ACTIVE_STATUSES, TunixRun
+from runs.progress import RANKING_METRICS
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
 
 PAGE_SIZE = 25
@@ -110,8 +111,39 @@ def _filters(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunFilters,
     return form, filters, data["cursor"] or None
 
 
+def _ranking(
+    form: RunFilterForm, filters: selectors.RunFilters, cursor: str | None
+) -> selectors.RunPage | None:
+    """The dataset's completed runs best first when the form asks for a ranking; None (and an
+    error on the form) when it asks without naming a dataset."""
+    metric = form.cleaned_data.get("sort") if form.is_valid() else None
+    if not metric:
+        return None
+    if not filters.dataset_key:
+        form.add_error("sort", "Choose a dataset: a ranking compares runs of one dataset.")
+        return None
+    try:
+        ranking = selectors.run_ranking(
+            dataset_key=filters.dataset_key,
+            metric=metric,
+            owner=filters.created_by_id,
+            limit=PAGE_SIZE,
+            cursor=cursor,
+        )
+    except selectors.InvalidCursor:
+        ranking = selectors.run_ranking(
+            dataset_key=filters.dataset_key, metric=metric, owner=filters.created_by_id
+        )
+    for item in ranking.items:
+        item.run.rank_value = item.value  # type: ignore[attr-defined]  # shown in its row
+    return selectors.RunPage(items=[i.run for i in ranking.items], next_cursor=ranking.next_cursor)
+
+
 def _page(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunPage]:
     form, filters, cursor = _filters(request)
+    ranked = _ranking(form, filters, cursor)
+    if ranked is not None:
+        return form, ranked
     try:
         page = selectors.run_list(filters=filters, limit=PAGE_SIZE, cursor=cursor)
     except selectors.InvalidCursor:
@@ -130,17 +162,21 @@ def _query_without_cursor(request: HttpRequest) -> str:
 def run_list(request: HttpRequest) -> HttpResponse:
     form, page = _page(request)
     base_query = _query_without_cursor(request)
+    ranking = form.cleaned_data.get("sort") if form.is_valid() and not form.errors else None
     context = {
         "filter_form": form,
         "page": page,
         "runs": page.items,
+        "ranking": ranking,
+        "ranking_label": RANKING_METRICS.get(ranking or "", ""),
         "active": any(run.status in ACTIVE_STATUSES for run in page.items),
         "rows_url": f"{reverse('web:run-rows')}?{request.GET.urlencode()}",
         "base_query": base_query,
         "first_page": not request.GET.get("cursor"),
         **_poll_context(),
     }
-    return render(request, "runs/run_list.html", context)
+    status = 400 if "sort" in form.errors else 200
+    return render(request, "runs/run_list.html", context, status=status)
 
 
 @require_GET
@@ -299,3 +335,39 @@ def dataset_list(request: HttpRequest) -> HttpResponseBase:
                 return redirect("web:dataset-list")
     context = {"datasets": selectors.dataset_list(), "form": form, "can_upload": can_upload}
     return render(request, "runs/dataset_list.html", context, status=400 if form.errors else 200)
+
+
+BEST_RUNS = 10
+COMPARE_TOP = 5
+DEFAULT_RANKING = "rouge_l"  # rewards partly right answers, unlike exact match
+
+
+@require_GET
+@login_required
+def dataset_detail(request: HttpRequest, key: str) -> HttpResponse:
+    """A dataset and its best runs by one evaluation metric: the leaderboard, with links to
+    the whole ranking and to comparing the leaders."""
+    dataset = selectors.dataset_get(key=key)
+    if dataset is None:
+        raise Http404("no such dataset")
+    metric = request.GET.get("metric", "")
+    if metric not in RANKING_METRICS:
+        metric = DEFAULT_RANKING
+    ranking = selectors.run_ranking(
+        dataset_key=dataset.key,
+        metric=metric,
+        owner=authorization.visible_owner(request.user),
+        limit=BEST_RUNS,
+    )
+    leaders = [item.run.id for item in ranking.items[:COMPARE_TOP]]
+    context = {
+        "dataset": dataset,
+        "metric": metric,
+        "metric_label": RANKING_METRICS[metric],
+        "metrics": RANKING_METRICS,
+        "best": ranking.items,
+        "more": ranking.next_cursor is not None,
+        "compare_query": "&".join(f"ids={run_id}" for run_id in leaders),
+        "can_compare": len(leaders) > 1,
+    }
+    return render(request, "runs/dataset_detail.html", context)

@@ -294,7 +294,9 @@ def test_no_page_breaks_the_content_security_policy(
             for tab, answer in loading:
                 tab.goto(f"{live_server.url}{answer.url}", wait_until="commit")
             for tab, _ in loading:
-                tab.wait_for_load_state("networkidle")
+                # Eight pages at once on a loaded two-core machine (SQLite serialising their
+                # writes) can take longer than the default 30 s to settle.
+                tab.wait_for_load_state("networkidle", timeout=60_000)
         for tab in tabs:
             tab.close()
 

@@ -15,7 +15,9 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import F, FloatField, Max, Min, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from runs.models import (
@@ -26,6 +28,17 @@ from runs.models import (
     WorkerHeartbeat,
     duration_seconds,
 )
+from runs.progress import LOWER_IS_BETTER, RANKING_METRICS
+from runs.selectors.comparison import ITEMS_PER_PAGE as ITEMS_PER_PAGE
+from runs.selectors.comparison import MAX_RUNS as MAX_RUNS
+from runs.selectors.comparison import MIN_RUNS as MIN_RUNS
+from runs.selectors.comparison import Comparison as Comparison
+from runs.selectors.comparison import InvalidComparison as InvalidComparison
+from runs.selectors.comparison import ItemSet as ItemSet
+from runs.selectors.comparison import Prediction as Prediction
+from runs.selectors.comparison import RunsNotFound as RunsNotFound
+from runs.selectors.comparison import comparison_items as comparison_items
+from runs.selectors.comparison import run_comparison as run_comparison
 
 LIST_FIELDS = (
     "id",
@@ -308,6 +321,66 @@ def run_status(*, run_id: UUID | str, owner: int | None = None) -> dict[str, Any
     progress = row["progress"]
     row["progress"] = json.loads(progress) if isinstance(progress, str | bytes) else progress
     return row
+
+
+@dataclass(frozen=True)
+class RankedRun:
+    run: TunixRun
+    value: float  # the ranking metric's final value
+
+
+@dataclass(frozen=True)
+class Ranking:
+    items: list[RankedRun]
+    next_cursor: str | None
+
+
+def _ranking_cursor(value: float, run_id: UUID) -> str:
+    raw = json.dumps([value, str(run_id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_ranking_cursor(cursor: str) -> tuple[float, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("the value is a number")
+        return float(value), UUID(str(run_id))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not one this server issued") from None
+
+
+def run_ranking(
+    *,
+    dataset_key: str,
+    metric: str,
+    owner: int | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Ranking:
+    """A dataset's completed runs that have ``metric``, best first (RANKING_METRICS; lower is
+    better for a loss), ties newest run id first. Keyset-paginated on (value, id), so a page
+    deep into a long sweep costs what the first does."""
+    if metric not in RANKING_METRICS:
+        raise ValueError(f"cannot rank by {metric}")
+    lower_first = metric in LOWER_IS_BETTER
+    runs = _visible(
+        TunixRun.objects.filter(dataset__key=dataset_key, status=RunStatus.COMPLETED), owner
+    ).annotate(value=Cast(KeyTextTransform(metric, "metrics"), FloatField()))
+    runs = runs.filter(value__isnull=False)
+    if cursor:
+        value, run_id = _decode_ranking_cursor(cursor)
+        beyond = Q(value__gt=value) if lower_first else Q(value__lt=value)
+        runs = runs.filter(beyond | Q(value=value, id__lt=run_id))
+    order = F("value").asc() if lower_first else F("value").desc()
+    page = list(runs.select_related("dataset").order_by(order, "-id")[: limit + 1])
+    items = [RankedRun(run=run, value=run.value) for run in page[:limit]]
+    next_cursor = None
+    if len(page) > limit:
+        last = items[-1]
+        next_cursor = _ranking_cursor(last.value, last.run.id)
+    return Ranking(items=items, next_cursor=next_cursor)
 
 
 def dataset_list() -> QuerySet[Dataset]:
