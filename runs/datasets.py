@@ -2,16 +2,46 @@
 
 Pure Python (no Django) so the worker's dry-run and the import path share one validator.
 
+Stored formats, one JSON object a line; a file's first record decides its format and every
+other record must have the same one. Keys not named here are ignored (and kept in the file).
+
+* ``prompt_completion``: ``{"prompt": str, "completion": str}``; the completion is not empty.
+* ``chat``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}``,
+  not empty, the last message the assistant's (what SFT trains on).
+* ``preference`` (DPO, ORPO), in either of two forms:
+
+  - ``{"prompt": str, "chosen": str, "rejected": str}``;
+  - ``{"messages": [context...], "chosen": response, "rejected": response}``: the context is
+    checked as a chat record's messages but ends with a non-empty user message (the turn both
+    responses answer); a response is an assistant message ``{"role": "assistant", "content":
+    str}`` or its content as a bare string.
+
+  None of prompt, chosen and rejected may be empty, and chosen and rejected must differ once
+  surrounding whitespace is stripped. A record is a preference record when it has ``chosen``
+  or ``rejected`` and no reply of its own: no ``completion``, and no ``messages`` ending with
+  an assistant message. Those records are prompt_completion and chat records, their other keys
+  ignored, as they were before the preference format existed (stored datasets are validated
+  again before every run, so their reading must not change).
+* ``prompt_answer`` (GRPO): ``{"prompt": str, "answer": str | number}``: the answer is the
+  reference the rewards check (runs/rewards.py). A number (an integer, or a finite float) is
+  stored as written and read as ``answer_text`` gives it; write a string to keep more digits
+  than a double holds. Neither field may be empty. A record is a prompt_answer record when it
+  has ``answer`` and neither ``completion`` nor ``messages`` (nor a trace's ``final_answer``).
+
 Reasoning traces (the format of the service Tunix RT replaces: ``prompt``, ``final_answer``,
 ``steps``, ``meta``, ``trace_version``) are accepted on import and stored converted, as
 prompt/completion records: training, the dry-run, the checksum and the record count then see
-one of the two stored formats, and the choice of keeping the reasoning is made once, at import.
+one of the stored formats, and the choice of keeping the reasoning is made once, at import.
+
+Which algorithm trains on which format is ``ALGORITHM_FORMATS``; ``format_refusal`` says why a
+run cannot use a dataset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,10 +51,17 @@ KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 FORMAT_PROMPT_COMPLETION = "prompt_completion"
 FORMAT_CHAT = "chat"
+FORMAT_PREFERENCE = "preference"
+FORMAT_PROMPT_ANSWER = "prompt_answer"
+# What a stored dataset may hold: the values of runs.models.DatasetFormat.
+STORED_FORMATS = (FORMAT_PROMPT_COMPLETION, FORMAT_CHAT, FORMAT_PREFERENCE, FORMAT_PROMPT_ANSWER)
 # Accepted on import only: stored as prompt_completion.
 FORMAT_REASONING_TRACE = "reasoning_trace"
-# Any of these, without 'completion' or 'messages', makes a record a trace.
+# Any of these, without 'completion' or 'messages', makes a record a trace; 'steps' and
+# 'trace_version' only without 'final_answer' do not when the record has a field of the newer
+# formats (below).
 TRACE_FIELDS = ("final_answer", "steps", "trace_version")
+_NEWER_FORMAT_FIELDS = ("chosen", "rejected", "answer")
 # What a trace's completion holds: its steps rendered as reasoning before the final answer, or
 # the final answer alone.
 REASONING_INCLUDE = "include"
@@ -72,12 +109,67 @@ class DatasetStats:
         return (self.prompt_chars + self.completion_chars + 3) // 4
 
 
+ALGORITHM_SFT = "sft"
+ALGORITHM_DPO = "dpo"
+ALGORITHM_ORPO = "orpo"
+ALGORITHM_GRPO = "grpo"
+# The stored formats each algorithm trains on (reasoning traces are stored as
+# prompt_completion, so SFT takes them).
+ALGORITHM_FORMATS: dict[str, frozenset[str]] = {
+    ALGORITHM_SFT: frozenset({FORMAT_PROMPT_COMPLETION, FORMAT_CHAT}),
+    ALGORITHM_DPO: frozenset({FORMAT_PREFERENCE}),
+    ALGORITHM_ORPO: frozenset({FORMAT_PREFERENCE}),
+    ALGORITHM_GRPO: frozenset({FORMAT_PROMPT_ANSWER}),
+}
+ALGORITHMS = tuple(ALGORITHM_FORMATS)
+_TRAINS_ON = {
+    ALGORITHM_SFT: "prompt/completion or chat records",
+    ALGORITHM_DPO: "preference pairs {prompt, chosen, rejected}",
+    ALGORITHM_ORPO: "preference pairs {prompt, chosen, rejected}",
+    ALGORITHM_GRPO: "prompts with a reference answer {prompt, answer}",
+}
+
+
+def format_refusal(algorithm: str, dataset_format: str, *, dataset_key: str = "") -> str | None:
+    """Why a run of ``algorithm`` cannot train on a dataset of ``dataset_format``, or None when
+    it can; the reason names the algorithms that do take that format, for the person to pick
+    another algorithm or another dataset."""
+    if algorithm not in ALGORITHM_FORMATS:
+        return f"unknown algorithm {algorithm!r}: one of {', '.join(ALGORITHMS)}"
+    if dataset_format in ALGORITHM_FORMATS[algorithm]:
+        return None
+    takers = [name for name, formats in ALGORITHM_FORMATS.items() if dataset_format in formats]
+    dataset = f"dataset {dataset_key}" if dataset_key else "the dataset"
+    if not takers:
+        hint = "no algorithm trains on it"
+    elif len(takers) == 1:
+        hint = f"{takers[0]} trains on it"
+    else:
+        hint = f"{', '.join(takers[:-1])} and {takers[-1]} train on it"
+    return f"{algorithm} trains on {_TRAINS_ON[algorithm]}; {dataset} is {dataset_format} ({hint})"
+
+
 def is_trace(record: dict[str, Any]) -> bool:
-    return (
-        "messages" not in record
-        and "completion" not in record
-        and any(name in record for name in TRACE_FIELDS)
-    )
+    if "messages" in record or "completion" in record:
+        return False
+    # Every trace accepted before the newer formats has a final_answer, and stays a trace.
+    if "final_answer" in record:
+        return True
+    if any(name in record for name in _NEWER_FORMAT_FIELDS):
+        return False
+    return any(name in record for name in TRACE_FIELDS)
+
+
+def answer_text(answer: str | int | float) -> str:
+    """The reference answer of a prompt_answer record as text: a string as written, an
+    integer's digits, a float's shortest round-trip form (``42.0``, ``0.1``, ``1e+21``)."""
+    return answer if isinstance(answer, str) else repr(answer)
+
+
+def response_text(response: str | dict[str, Any]) -> str:
+    """A preference record's chosen or rejected response as text (a bare string, or an
+    assistant message's content)."""
+    return response if isinstance(response, str) else str(response["content"])
 
 
 def render_trace_completion(final_answer: str, steps: list[str], reasoning: str) -> str:
@@ -144,30 +236,120 @@ def trace_to_prompt_completion(record: dict[str, Any], reasoning: str) -> dict[s
     return {"prompt": record["prompt"], "completion": completion}
 
 
+def _messages(messages: Any) -> tuple[list[dict[str, Any]], int, int]:
+    """A chat record's messages checked, with the characters outside and inside the
+    assistant's messages."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    prompt = completion = 0
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"messages[{index}] must be an object")
+        role, content = message.get("role"), message.get("content")
+        if role not in CHAT_ROLES:
+            raise ValueError(f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{index}].content must be a string")
+        if role == "assistant":
+            completion += len(content)
+        else:
+            prompt += len(content)
+    return messages, prompt, completion
+
+
+def _response(record: dict[str, Any], field: str, *, chat: bool) -> str:
+    """A preference record's chosen or rejected response, checked; its text."""
+    if field not in record:
+        raise ValueError(f"missing field '{field}' (a preference record has chosen and rejected)")
+    value = record[field]
+    if chat and isinstance(value, dict):
+        if value.get("role") != "assistant":
+            raise ValueError(f"{field}.role must be 'assistant'")
+        if not isinstance(value.get("content"), str):
+            raise ValueError(f"{field}.content must be a string")
+    elif not isinstance(value, str):
+        shape = "an assistant message or a string" if chat else "a string"
+        raise ValueError(f"field '{field}' must be {shape}")
+    text = response_text(value)
+    if not text.strip():
+        raise ValueError(f"field '{field}' must not be empty")
+    return text
+
+
+def _preference_format(record: dict[str, Any]) -> tuple[str, int, int]:
+    chat = "messages" in record
+    if chat:
+        messages, user_chars, assistant_chars = _messages(record["messages"])
+        # The context's assistant turns are prompt here: the responses come after them.
+        prompt_chars = user_chars + assistant_chars
+        last = len(messages) - 1
+        if messages[last]["role"] != "user":
+            raise ValueError(
+                "the last message must come from the user (chosen and rejected answer it)"
+            )
+        if not messages[last]["content"].strip():
+            raise ValueError(f"messages[{last}].content must not be empty")
+    else:
+        if "prompt" not in record:
+            raise ValueError("missing field 'prompt' (or use 'messages')")
+        if not isinstance(record["prompt"], str):
+            raise ValueError("field 'prompt' must be a string")
+        if not record["prompt"].strip():
+            raise ValueError("field 'prompt' must not be empty")
+        prompt_chars = len(record["prompt"])
+    chosen = _response(record, "chosen", chat=chat)
+    rejected = _response(record, "rejected", chat=chat)
+    if chosen.strip() == rejected.strip():
+        raise ValueError("'chosen' and 'rejected' are the same response: nothing to prefer")
+    return FORMAT_PREFERENCE, prompt_chars, len(chosen)
+
+
+def _prompt_answer_format(record: dict[str, Any]) -> tuple[str, int, int]:
+    if "prompt" not in record:
+        raise ValueError("missing field 'prompt' (a prompt_answer record has prompt and answer)")
+    if not isinstance(record["prompt"], str):
+        raise ValueError("field 'prompt' must be a string")
+    if not record["prompt"].strip():
+        raise ValueError("field 'prompt' must not be empty")
+    answer = record["answer"]
+    # bool is an int to Python, but true/false is no reference answer.
+    if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+        raise ValueError("field 'answer' must be a string or a number")
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise ValueError("field 'answer' must be a finite number")
+    text = answer_text(answer)
+    if not text.strip():
+        raise ValueError("field 'answer' must not be empty")
+    return FORMAT_PROMPT_ANSWER, len(record["prompt"]), len(text)
+
+
+def _has_reply(record: dict[str, Any]) -> bool:
+    """Whether the record carries its own reply: a completion, or messages ending with the
+    assistant's (a prompt_completion or chat record, whatever other keys it has)."""
+    if "completion" in record:
+        return True
+    messages = record.get("messages")
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and isinstance(messages[-1], dict)
+        and messages[-1].get("role") == "assistant"
+    )
+
+
 def _record_format(record: Any) -> tuple[str, int, int]:
     """Return (format, prompt chars, completion chars) or raise with the reason."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if ("chosen" in record or "rejected" in record) and not _has_reply(record):
+        return _preference_format(record)
     if "messages" in record:
-        messages = record["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("'messages' must be a non-empty list")
-        prompt = completion = 0
-        for index, message in enumerate(messages):
-            if not isinstance(message, dict):
-                raise ValueError(f"messages[{index}] must be an object")
-            role, content = message.get("role"), message.get("content")
-            if role not in CHAT_ROLES:
-                raise ValueError(f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}")
-            if not isinstance(content, str):
-                raise ValueError(f"messages[{index}].content must be a string")
-            if role == "assistant":
-                completion += len(content)
-            else:
-                prompt += len(content)
+        messages, prompt, completion = _messages(record["messages"])
         if messages[-1].get("role") != "assistant":
             raise ValueError("the last message must come from the assistant")
         return FORMAT_CHAT, prompt, completion
+    if "answer" in record and "completion" not in record:
+        return _prompt_answer_format(record)
     for field in ("prompt", "completion"):
         if field not in record:
             raise ValueError(f"missing field '{field}' (or use 'messages')")
@@ -207,7 +389,7 @@ def validate_stream(
 ) -> DatasetStats:
     """Validate JSONL read from ``chunks``, writing the dataset to store to ``sink``.
 
-    Prompt/completion and chat files are written as they arrive, byte for byte. Reasoning
+    Files of the stored formats are written as they arrive, byte for byte. Reasoning
     traces are accepted only with ``reasoning`` (include or omit) and written converted, one
     prompt/completion record a line. Size, checksum and character counts describe what is
     written; ``max_bytes`` bounds what is read. Raises DatasetError naming the first bad line.
@@ -260,7 +442,7 @@ def validate_stream(
                     raise ValueError(
                         "a reasoning-trace record (final_answer, steps) is converted only on "
                         "import (reasoning=include or omit); stored datasets hold "
-                        "prompt/completion or chat records"
+                        f"{', '.join(STORED_FORMATS)} records"
                     )
                 converted = trace_to_prompt_completion(record, reasoning)
                 record_fmt = FORMAT_REASONING_TRACE

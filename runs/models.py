@@ -22,6 +22,8 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9][A-Za-z0-9_.-
 class DatasetFormat(models.TextChoices):
     PROMPT_COMPLETION = "prompt_completion", "prompt / completion"
     CHAT = "chat", "chat messages"
+    PREFERENCE = "preference", "preference pairs"
+    PROMPT_ANSWER = "prompt_answer", "prompt / answer"
 
 
 class Dataset(models.Model):
