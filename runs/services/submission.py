@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection
 from django_q.models import OrmQ
 
-from runs import authorization, metrics, model_catalog, training_config
+from runs import authorization, datasets, metrics, model_catalog, training_config
 from runs.execution import UnknownMode, get_backend
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
 from runs.services.errors import Forbidden, IdempotencyMismatch, ServiceError
@@ -69,6 +69,21 @@ def request_fingerprint(payload: dict[str, Any]) -> str:
 
 def _unknown_dataset(request: RunRequest) -> ServiceError:
     return ServiceError(f"unknown dataset {request.dataset_key!r}", field="dataset_key")
+
+
+# Every run trains with supervised fine-tuning until runs choose an algorithm: a dataset of
+# preference pairs or prompts with answers is refused at submit time, not by the trainer.
+RUN_ALGORITHM = datasets.ALGORITHM_SFT
+
+
+def _refused_dataset(request: RunRequest) -> ServiceError:
+    """Why the statement found no dataset row it may use: none has the key, or its format is
+    not one the run's algorithm trains on (looked up only on this error path)."""
+    dataset = Dataset.objects.filter(key=request.dataset_key).only("format").first()
+    if dataset is None:
+        return _unknown_dataset(request)
+    reason = datasets.format_refusal(RUN_ALGORITHM, dataset.format, dataset_key=request.dataset_key)
+    return ServiceError(reason or f"dataset {request.dataset_key!r} refused", field="dataset_key")
 
 
 def _validated_fields(request: RunRequest) -> dict[str, Any]:
@@ -163,9 +178,11 @@ def _write(run: TunixRun, request: RunRequest, *, enqueue: bool) -> None:
     operation = "run_enqueue" if enqueue else "run_create"
     if connection.vendor != "postgresql":
         with timed_write(operation):
-            dataset = Dataset.objects.filter(key=request.dataset_key).first()
+            dataset = Dataset.objects.filter(
+                key=request.dataset_key, format__in=datasets.ALGORITHM_FORMATS[RUN_ALGORITHM]
+            ).first()
             if dataset is None:
-                raise _unknown_dataset(request)
+                raise _refused_dataset(request)
             run.dataset = dataset
             run.save(force_insert=True)
             if enqueue:
@@ -178,7 +195,7 @@ def _write(run: TunixRun, request: RunRequest, *, enqueue: bool) -> None:
         cursor.execute(*_insert_statement(run, request.dataset_key, task))
         values = cursor.fetchone()
     if values is None:
-        raise _unknown_dataset(request)
+        raise _refused_dataset(request)
     run.dataset = Dataset.from_db(connection.alias, DATASET_COLUMNS, values)
 
 
@@ -195,7 +212,8 @@ def _insert_statement(
     then its task's INSERT from what the first one inserted, returning the dataset's row. Every
     value goes through its model field's own conversion, as the ORM's INSERT does."""
     values = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in _RUN_FIELDS]
-    params: list[Any] = [dataset_key, *values]
+    formats = sorted(datasets.ALGORITHM_FORMATS[RUN_ALGORITHM])
+    params: list[Any] = [dataset_key, formats, *values]
     if task is not None:
         params += [task.key, task.payload, task.lock]
     return _insert_sql(connection.vendor, with_task=task is not None), params
@@ -211,7 +229,7 @@ def _insert_sql(vendor: str, *, with_task: bool) -> str:
     # Table and column names come from model meta; every value is a parameter. (S608: so.)
     dataset_table, run_table = quote(Dataset._meta.db_table), quote(TunixRun._meta.db_table)
     sql = (
-        f"WITH d AS (SELECT * FROM {dataset_table} WHERE key = %s), "  # noqa: S608
+        f"WITH d AS (SELECT * FROM {dataset_table} WHERE key = %s AND format = ANY(%s)), "  # noqa: S608
         f"r AS (INSERT INTO {run_table} ({columns}, dataset_id) "
         f"SELECT {placeholders}, d.id FROM d RETURNING id)"
     )
