@@ -126,15 +126,25 @@ class RunRowPage:
     next_cursor: str | None
 
 
-def encode_cursor(run: TunixRun | RunRow) -> str:
-    raw = json.dumps([run.queued_at.isoformat(), str(run.id)], separators=(",", ":"))
+def _pack(values: list[Any]) -> str:
+    """A cursor: the position's values as compact JSON, URL-safe base64 without padding."""
+    raw = json.dumps(values, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _unpack(cursor: str) -> Any:
+    """_pack's values back (raises ValueError, binascii.Error or UnicodeDecodeError)."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode()))
+
+
+def encode_cursor(run: TunixRun | RunRow) -> str:
+    return _pack([run.queued_at.isoformat(), str(run.id)])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        stamp, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        stamp, run_id = _unpack(cursor)
         if not isinstance(stamp, str) or not isinstance(run_id, str):
             raise TypeError("cursor fields are strings")
         moment = datetime.fromisoformat(stamp)
@@ -335,15 +345,9 @@ class Ranking:
     next_cursor: str | None
 
 
-def _ranking_cursor(value: float, run_id: UUID) -> str:
-    raw = json.dumps([value, str(run_id)], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
 def _decode_ranking_cursor(cursor: str) -> tuple[float, UUID]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        value, run_id = _unpack(cursor)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError("the value is a number")
         return float(value), UUID(str(run_id))
@@ -379,7 +383,7 @@ def run_ranking(
     next_cursor = None
     if len(page) > limit:
         last = items[-1]
-        next_cursor = _ranking_cursor(last.value, last.run.id)
+        next_cursor = _pack([last.value, str(last.run.id)])
     return Ranking(items=items, next_cursor=next_cursor)
 
 
