@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
@@ -140,6 +141,14 @@ def user(db: None) -> User:
         Permission.objects.get(content_type__app_label="runs", codename="view_tunixrun")
     )
     return User.objects.get(pk=member.pk)  # fresh instance: permission cache is per object
+
+
+@pytest.fixture
+def web(operator: User) -> Client:
+    """The pages as an operator sees them, logged in through a session."""
+    client = Client()
+    client.force_login(operator)
+    return client
 
 
 @pytest.fixture

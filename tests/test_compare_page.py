@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from runs.models import Dataset, TunixRun
@@ -19,21 +18,11 @@ from tests.factories import (
     UserFactory,
     reference_for,
 )
+from tests.support.pages import html
 
 pytestmark = pytest.mark.django_db
 
 PAGE = "/runs/compare"
-
-
-@pytest.fixture
-def web(operator: User) -> Client:
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
-def html(response: Any) -> str:
-    return str(response.content.decode())
 
 
 def query(*runs: TunixRun, **extra: str) -> str:

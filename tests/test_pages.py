@@ -18,19 +18,9 @@ from django_q.models import OrmQ
 from runs import services
 from runs.models import Dataset, RunStatus, TunixRun
 from tests.factories import TunixRunFactory, UserFactory
+from tests.support.pages import html
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def web(operator: User) -> Client:
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
-def html(response: Any) -> str:
-    return str(response.content.decode())
 
 
 def test_pages_need_a_login(client: Client) -> None:
