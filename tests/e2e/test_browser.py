@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from runs import services
 from runs.models import RunStatus, TunixRun
@@ -265,13 +266,21 @@ def test_a_real_tiny_training_from_the_launch_page_to_its_checkpoint(
 
 
 def test_no_page_breaks_the_content_security_policy(
-    logged_in: Page, live_server: Any, demo_dataset: Any, engineer: Any, browser: Browser
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    engineer: Any,
+    browser: Browser,
+    settings: Any,
 ) -> None:
     """Every page the URLconf routes (tests/support/routes.py: the app's pages and fragments,
     the browsable API, the API docs, the admin, the login pages) runs under the strict CSP: the
     browser reports no violation, the detail page polls its fragment, the API docs render."""
     engineer.is_staff = engineer.is_superuser = True  # the admin's pages too
     engineer.save()
+    # A page waits for 500 ms of network quiet. Polling every second, a pending run's page
+    # never gets it once eight tabs slow each poll past half a second; poll less often here.
+    settings.TUNIX_POLL_SECONDS = 5
     site = routes.build_site(dataset=demo_dataset)
     found = routes.pages(site)
     violations: list[str] = []
@@ -296,7 +305,10 @@ def test_no_page_breaks_the_content_security_policy(
             for tab, _ in loading:
                 # Eight pages at once on a loaded two-core machine (SQLite serialising their
                 # writes) can take longer than the default 30 s to settle.
-                tab.wait_for_load_state("networkidle", timeout=60_000)
+                try:
+                    tab.wait_for_load_state("networkidle", timeout=60_000)
+                except PlaywrightTimeoutError as exc:
+                    raise AssertionError(f"{tab.url} never went quiet") from exc
         for tab in tabs:
             tab.close()
 
