@@ -115,7 +115,8 @@ def seed(total: int) -> int:
             INSERT INTO runs_tunixrun (id, dataset_id, model_id, mode, status, config, queued_at,
                 started_at, completed_at, exit_code, stdout, stderr, error_reason, error_message,
                 attempt, worker_id, heartbeat_at, timeout_seconds, client_request_id,
-                request_fingerprint, created_by_id, progress, loss_curve, metrics, submitted_async)
+                request_fingerprint, created_by_id, progress, loss_curve, metrics, submitted_async,
+                series, algorithm)
             SELECT gen_random_uuid(), %s,
                 (ARRAY['google/gemma-3-270m','google/gemma-3-1b','Qwen/Qwen2.5-0.5B'])[1 + i %% 3],
                 CASE WHEN i %% 5 = 0 THEN 'local' ELSE 'dry-run' END,
@@ -127,7 +128,8 @@ def seed(total: int) -> int:
                 CASE WHEN i %% 10 = 0 THEN 1 ELSE 0 END,
                 'Dry run: OK', '',
                 CASE WHEN i %% 10 = 0 THEN 'nonzero_exit' ELSE '' END, '',
-                1, 'worker:bench:1', NULL, NULL, NULL, '', NULL, '{}', '[]', '{}', false
+                1, 'worker:bench:1', NULL, NULL, NULL, '', NULL, '{}', '[]', '{}', false,
+                '{}', 'sft'
             FROM generate_series(%s, %s) AS i
             """,
             [dataset_id, have + 1, total],

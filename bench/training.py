@@ -3,6 +3,10 @@
     .venv/bin/python bench/training.py [--repeats 5] [--corpus-repeats 3] [--before DIR]
     .venv/bin/python bench/training.py --corpora-only [--before DIR]
     .venv/bin/python bench/training.py --generation [--generation-repeats 3]
+    .venv/bin/python bench/training.py --algorithms [--repeats 3]
+
+Algorithms (``--algorithms``, on its own): the overhead below for each training algorithm (sft,
+dpo, orpo, grpo) on its demo dataset, and the direct training process's peak resident memory.
 
 Corpora: the trainer's throughput (real tokens a second, padding not counted, as it reports it)
 on a generated skewed-length corpus (550 prompt/completion records, median 37 bytes, longest
@@ -76,7 +80,7 @@ STEP_COMPILE = re.compile(
 SKEWED_MEDIAN_BYTES, SKEWED_LONGEST_BYTES = 37, 1400
 SHORT_BYTES = (30, 44)
 SHORTEST_BYTES = 8  # a prompt and a completion of a few bytes each
-CORPUS_HYPER = {p.name: p.default for p in training_config.PARAMS}  # the run defaults
+CORPUS_HYPER = training_config.defaults(training_config.SFT)  # the run defaults
 DEMO = REPO / "runs" / "demo" / "tunix-demo-v1.jsonl"
 GENERATION_TARGET = 1.3  # generation eval may add at most 30 % to the demo run's wall
 # The corpora compare training throughput: the generation eval after it (--generation measures
@@ -84,15 +88,27 @@ GENERATION_TARGET = 1.3  # generation eval may add at most 30 % to the demo run'
 NO_GENERATION = {"eval_max_items": 0}
 
 
-def queued_run(token: str) -> tuple[float, str]:
-    body = json.dumps(
-        {
-            "dataset_key": "tunix-demo-v1",
-            "model_id": "tunix-rt/tiny-llama3",
-            "dry_run": False,
-            "num_epochs": EPOCHS,
-        }
-    ).encode()
+SFT_BODY = {
+    "dataset_key": "tunix-demo-v1",
+    "model_id": "tunix-rt/tiny-llama3",
+    "dry_run": False,
+    "num_epochs": EPOCHS,
+}
+# --algorithms: each algorithm on its demo dataset, a few dozen steps like the SFT run above.
+ALGORITHM_RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "sft": ("tunix-demo-v1", "tunix-demo-v1.jsonl", {"num_epochs": EPOCHS}),
+    "dpo": ("pairs-v1", "tunix-demo-preference-v1.jsonl", {"batch_size": 4, "max_steps": 24}),
+    "orpo": ("pairs-v1", "tunix-demo-preference-v1.jsonl", {"batch_size": 4, "max_steps": 24}),
+    "grpo": (
+        "math-v1",
+        "tunix-demo-math-v1.jsonl",
+        {"batch_size": 2, "num_generations": 2, "max_new_tokens": 16, "max_steps": 8},
+    ),
+}
+
+
+def queued_run(token: str, fields: dict[str, Any] | None = None) -> tuple[float, str]:
+    body = json.dumps(fields or SFT_BODY).encode()
     headers = {**auth(token), "Content-Type": "application/json"}
     started = time.perf_counter()
     status, _, payload = asyncio.run(
@@ -112,7 +128,12 @@ def queued_run(token: str) -> tuple[float, str]:
 
 
 def direct_run(run_id: str, repeat: int) -> float:
-    """The queued run's own config, trained again from Python into a directory of its own."""
+    return direct_run_measured(run_id, repeat)[0]
+
+
+def direct_run_measured(run_id: str, repeat: int) -> tuple[float, float]:
+    """The queued run's own config, trained again from Python into a directory of its own:
+    the process's wall seconds and its peak resident memory (GiB)."""
     spec = json.loads((VAR / "artifacts" / run_id / "tunix_config.json").read_text())
     out = VAR / "direct" / str(repeat)
     spec["output"] = {
@@ -125,14 +146,18 @@ def direct_run(run_id: str, repeat: int) -> float:
     config.write_text(json.dumps(spec))
     code = "import sys; from runs.trainer import main; sys.exit(main([sys.argv[1]]))"
     started = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", code, str(config)],
         cwd=out,
         env={**ENV, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
-        check=True,
     )
-    return time.perf_counter() - started
+    # wait4: this child's own resource use (RUSAGE_CHILDREN would be the peak of them all).
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"direct run of {run_id} exited {proc.returncode}"
+    return elapsed, usage.ru_maxrss / 2**20  # KiB on Linux
 
 
 def run_breakdown(run_id: str) -> dict[str, float]:
@@ -360,11 +385,18 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="a checkout whose trainer to compare")
     parser.add_argument("--generation", action="store_true", help="only the generation eval's cost")
     parser.add_argument("--generation-repeats", type=int, default=3, help="without/with pairs")
+    parser.add_argument(
+        "--algorithms", action="store_true", help="only each algorithm's queued/direct overhead"
+    )
     args = parser.parse_args()
     ENV.pop("TUNIX_TRAINER_COMMAND", None)  # the project's own Tunix trainer
     os.environ.pop("TUNIX_TRAINER_COMMAND", None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.algorithms:
+        overheads = algorithm_overheads(args.repeats)
+        write_report({"started": started, "machine": machine, **overheads}, prefix="training-")
+        return
     if args.generation:
         generation = compare_generation(args.generation_repeats)
         print(json.dumps({k: v for k, v in generation.items() if k != "samples"}, indent=1))
@@ -420,6 +452,65 @@ def queued_versus_direct(repeats: int) -> dict[str, Any]:
         "met": queued_median <= limit,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
+    return report
+
+
+def algorithm_overheads(repeats: int) -> dict[str, Any]:
+    """Each algorithm queued and direct, alternately within an algorithm, on its demo dataset;
+    the direct process's peak memory."""
+    reset_database()
+    token = setup_django()
+    from runs import services
+
+    for key, file_name, _ in {run[0]: run for run in ALGORITHM_RUNS.values()}.values():
+        with (REPO / "runs" / "demo" / file_name).open("rb") as handle:
+            services.dataset_import(key=key, source=handle)
+    web = Gunicorn()
+    workers = Clusters(1)
+    report: dict[str, Any] = {"algorithms": {}}
+    try:
+        time.sleep(2)  # the cluster's processes start
+        for algorithm, (key, _, hyper) in ALGORITHM_RUNS.items():
+            fields = {
+                "dataset_key": key,
+                "model_id": "tunix-rt/tiny-llama3",
+                "mode": "local",
+                "algorithm": algorithm,
+                **hyper,
+            }
+            queued_run(token, fields)  # page cache: this algorithm's modules read once
+            samples = []
+            for repeat in range(repeats):
+                queued, run_id = queued_run(token, fields)
+                direct, peak = direct_run_measured(run_id, repeat)
+                sample = {
+                    "queued_s": round(queued, 3),
+                    "direct_s": round(direct, 3),
+                    "overhead_s": round(queued - direct, 3),
+                    "direct_peak_rss_gib": round(peak, 3),
+                    **run_breakdown(run_id),
+                }
+                samples.append(sample)
+                print(json.dumps({"algorithm": algorithm, **sample}), flush=True)
+            queued_median = statistics.median(s["queued_s"] for s in samples)
+            direct_median = statistics.median(s["direct_s"] for s in samples)
+            limit = direct_median * 1.1 + 2.0
+            summary = {
+                "hyperparameters": hyper,
+                "dataset": key,
+                "samples": samples,
+                "queued_median_s": queued_median,
+                "direct_median_s": direct_median,
+                "overhead_median_s": round(statistics.median(s["overhead_s"] for s in samples), 3),
+                "peak_rss_gib_max": max(s["direct_peak_rss_gib"] for s in samples),
+                "target_s": round(limit, 3),
+                "met": queued_median <= limit,
+            }
+            report["algorithms"][algorithm] = summary
+            print(json.dumps({algorithm: {k: v for k, v in summary.items() if k != "samples"}}))
+    finally:
+        workers.stop()
+        web.stop()
     return report
 
 

@@ -33,8 +33,8 @@ Reasoning traces (the format of the service Tunix RT replaces: ``prompt``, ``fin
 prompt/completion records: training, the dry-run, the checksum and the record count then see
 one of the stored formats, and the choice of keeping the reasoning is made once, at import.
 
-Which algorithm trains on which format is ``ALGORITHM_FORMATS``; ``format_refusal`` says why a
-run cannot use a dataset.
+Which algorithm trains on which format each algorithm declares (runs/algorithms/);
+``runs.algorithms.format_refusal`` says why a run cannot use a dataset.
 """
 
 from __future__ import annotations
@@ -107,46 +107,6 @@ class DatasetStats:
     def tokens_estimate(self) -> int:
         # About four characters a token for English text with a sub-word tokenizer.
         return (self.prompt_chars + self.completion_chars + 3) // 4
-
-
-ALGORITHM_SFT = "sft"
-ALGORITHM_DPO = "dpo"
-ALGORITHM_ORPO = "orpo"
-ALGORITHM_GRPO = "grpo"
-# The stored formats each algorithm trains on (reasoning traces are stored as
-# prompt_completion, so SFT takes them).
-ALGORITHM_FORMATS: dict[str, frozenset[str]] = {
-    ALGORITHM_SFT: frozenset({FORMAT_PROMPT_COMPLETION, FORMAT_CHAT}),
-    ALGORITHM_DPO: frozenset({FORMAT_PREFERENCE}),
-    ALGORITHM_ORPO: frozenset({FORMAT_PREFERENCE}),
-    ALGORITHM_GRPO: frozenset({FORMAT_PROMPT_ANSWER}),
-}
-ALGORITHMS = tuple(ALGORITHM_FORMATS)
-_TRAINS_ON = {
-    ALGORITHM_SFT: "prompt/completion or chat records",
-    ALGORITHM_DPO: "preference pairs {prompt, chosen, rejected}",
-    ALGORITHM_ORPO: "preference pairs {prompt, chosen, rejected}",
-    ALGORITHM_GRPO: "prompts with a reference answer {prompt, answer}",
-}
-
-
-def format_refusal(algorithm: str, dataset_format: str, *, dataset_key: str = "") -> str | None:
-    """Why a run of ``algorithm`` cannot train on a dataset of ``dataset_format``, or None when
-    it can; the reason names the algorithms that do take that format, for the person to pick
-    another algorithm or another dataset."""
-    if algorithm not in ALGORITHM_FORMATS:
-        return f"unknown algorithm {algorithm!r}: one of {', '.join(ALGORITHMS)}"
-    if dataset_format in ALGORITHM_FORMATS[algorithm]:
-        return None
-    takers = [name for name, formats in ALGORITHM_FORMATS.items() if dataset_format in formats]
-    dataset = f"dataset {dataset_key}" if dataset_key else "the dataset"
-    if not takers:
-        hint = "no algorithm trains on it"
-    elif len(takers) == 1:
-        hint = f"{takers[0]} trains on it"
-    else:
-        hint = f"{', '.join(takers[:-1])} and {takers[-1]} train on it"
-    return f"{algorithm} trains on {_TRAINS_ON[algorithm]}; {dataset} is {dataset_format} ({hint})"
 
 
 def is_trace(record: dict[str, Any]) -> bool:

@@ -57,6 +57,7 @@ def training_spec(
     checkpoint_dir: Path | None = None,
     allow_download: bool = False,
     resume: bool = True,
+    algorithm: str = training_config.SFT,
 ) -> dict[str, Any]:
     """The config file the Tunix trainer reads; all paths absolute. Checkpoints and metrics go
     to a fresh directory per attempt: Tunix resumes from any checkpoint it finds."""
@@ -66,6 +67,7 @@ def training_spec(
     return {
         "run_id": run_id,
         "mode": mode,
+        "algorithm": algorithm,
         "model": model,
         "dataset": {"key": dataset_key, "path": str(dataset_path), "format": dataset_format},
         "training": dict(config),
@@ -112,7 +114,15 @@ def dry_run(
             f"dataset has {stats.record_count} records, registry has {expected_records}",
             "",
         )
-    config, errors = training_config.normalise(spec["training"])
+    # Not at the top: the algorithms' modules import the trainer, which imports this module.
+    from runs.algorithms import format_refusal
+
+    algorithm = spec.get("algorithm", training_config.SFT)
+    # Submit refuses this already; a dataset re-imported in another format since is caught here.
+    refusal = format_refusal(algorithm, stats.format, dataset_key=spec["dataset"]["key"])
+    if refusal:
+        return DryRunOutcome(False, Reason.DATASET_INVALID, refusal, "")
+    config, errors = training_config.normalise(spec["training"], algorithm)
     if errors:
         detail = "; ".join(f"{name}: {reason}" for name, reason in sorted(errors.items()))
         return DryRunOutcome(False, Reason.CONFIG_INVALID, f"invalid hyperparameters: {detail}", "")
@@ -127,6 +137,7 @@ def dry_run(
         total_steps = min(total_steps, config["max_steps"])
     lines = [
         "Dry run: OK (nothing was trained)",
+        f"algorithm:        {algorithm}",
         f"model:            {spec['model']['id']}",
         f"dataset:          {spec['dataset']['key']} ({stats.format})",
         f"records:          {stats.record_count} ({train_records} train / {eval_records} eval)",

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.execution.registry import MODES
 from runs.outcomes import REASON_LABELS, Ending, Reason
 
@@ -79,6 +80,7 @@ class RunStatus(models.TextChoices):
 
 
 MODE_CHOICES = [(mode, mode) for mode in MODES]
+ALGORITHM_CHOICES = [(name, algorithm.label) for name, algorithm in ALGORITHMS.items()]
 
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
 TERMINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -112,6 +114,10 @@ class TunixRun(models.Model):
     )
     model_id = models.CharField(max_length=256)
     mode = models.CharField(max_length=16, choices=MODE_CHOICES, default=RunMode.DRY_RUN)
+    # How the run trains (runs/algorithms/); config holds that algorithm's hyperparameters.
+    algorithm = models.CharField(
+        max_length=16, choices=ALGORITHM_CHOICES, default=DEFAULT_ALGORITHM
+    )
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     config = models.JSONField(default=dict, blank=True)
 
@@ -183,6 +189,9 @@ class TunixRun(models.Model):
                 condition=Q(status__in=RunStatus.values), name="run_status_valid"
             ),
             models.CheckConstraint(condition=Q(mode__in=list(MODES)), name="run_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(algorithm__in=list(ALGORITHMS)), name="run_algorithm_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(error_reason__in=FailureReason.values), name="run_error_reason_valid"
             ),

@@ -12,6 +12,10 @@
 ``tokens_per_second`` (real tokens, since the previous report) are points of their series, and
 so is an evaluation's ``eval_loss``, at the step it ran after. The ``evaluating`` phase is the
 generation eval after training: ``item`` of ``items`` held-out records generated so far.
+A train step's line also carries its algorithm's signals (runs/algorithms/: DPO's
+``chosen_reward``, ``rejected_reward``, ``reward_margin``, ``reward_accuracy``; GRPO's
+``reward_mean``, ``reward_std``, ``kl``), each a series of its own, and a result line the
+algorithm's ``results``.
 ``loss_mean`` and the result's ``train_loss`` are the mean of the last TRAIN_LOSS_WINDOW steps'
 batch losses (of all of them while there are fewer), since one batch's loss swings with what
 that batch happened to hold.
@@ -21,6 +25,7 @@ Django: the worker feeds it lines and reads what changed on its heartbeat tick.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import deque
@@ -56,8 +61,40 @@ RANKING_METRICS = {
     **{name: scorer.label for name, scorer in SCORERS.items()},
     "eval_loss": "eval loss",
 }
-# Per-step series besides the loss curve, each bounded like it (the curve is the train loss).
+# Per-step series besides the loss curve, each bounded like it (the curve is the train loss);
+# a train step's line may also carry its algorithm's signals (algorithm_signals).
 SERIES = ("eval_loss", "learning_rate", "tokens_per_second")
+STEP_SERIES = ("learning_rate", "tokens_per_second")
+
+
+# The algorithms' own numbers are read from their declarations (runs/algorithms/), lazily:
+# their modules import the trainer, which imports this one.
+@functools.cache
+def algorithm_signals() -> dict[str, str]:
+    """Every per-step signal an algorithm reports (DPO's rewards, GRPO's reward and KL), by
+    key: its label."""
+    from runs.algorithms import SIGNALS
+
+    return dict(SIGNALS)
+
+
+@functools.cache
+def algorithm_results() -> tuple[str, ...]:
+    """Result keys the algorithms add to RESULT_KEYS; each is a reward, higher is better."""
+    from runs.algorithms import ALGORITHMS
+
+    found = (key for algorithm in ALGORITHMS.values() for key in algorithm.results)
+    return tuple(key for key in dict.fromkeys(found) if key not in RESULT_KEYS)
+
+
+def all_series() -> tuple[str, ...]:
+    return (*SERIES, *algorithm_signals())
+
+
+def all_result_keys() -> tuple[str, ...]:
+    return (*RESULT_KEYS, *algorithm_results())
+
+
 PHASE_EVALUATING = "evaluating"
 TRAIN_LOSS_WINDOW = 10  # steps the reported training loss is averaged over
 
@@ -165,13 +202,13 @@ class ProgressTracker:
                 self.loss = loss
                 self.curve = thin([*self.curve, [step, round(loss, 6)]])
                 self.loss_mean = _number(data.get("loss_mean"))
-                for name in ("learning_rate", "tokens_per_second"):
+                for name in (*STEP_SERIES, *algorithm_signals()):
                     value = _number(data.get(name))
                     if value is not None:
                         self._add(name, step, value)
             self.changed = True
         elif (data := _payload(line, RESULT_PREFIX)) is not None:
-            for key in RESULT_KEYS:
+            for key in all_result_keys():
                 value = _number(data.get(key))
                 if value is not None:
                     self.result[key] = value

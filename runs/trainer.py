@@ -369,6 +369,7 @@ class Plan:
     metrics: Path
     output_dir: Path  # the run's artifact directory: generation eval writes eval/ there
     resume: bool = False  # continue from an earlier attempt's newest checkpoint
+    algorithm: str = training_config.SFT  # a name in runs/algorithms' ALGORITHMS
 
 
 def read_plan(config_path: Path) -> Plan:
@@ -378,6 +379,12 @@ def read_plan(config_path: Path) -> Plan:
         raise TrainerError(
             Reason.CONFIG_INVALID, f"cannot read run config {config_path}: {exc}"
         ) from exc
+    from runs import algorithms  # not at the top: the algorithms' modules import this one
+
+    # Configs written before runs chose an algorithm are SFT's.
+    algorithm = spec.get("algorithm", algorithms.DEFAULT_ALGORITHM)
+    if algorithm not in algorithms.ALGORITHMS:
+        raise TrainerError(Reason.CONFIG_INVALID, algorithms.unknown_algorithm_message(algorithm))
     model_id = spec["model"]["id"]
     entry = model_catalog.lookup(model_id)
     if entry is None:
@@ -399,11 +406,12 @@ def read_plan(config_path: Path) -> Plan:
         dataset=Path(spec["dataset"]["path"]),
         # A config written before a hyperparameter existed (a run re-queued across an
         # upgrade) gets its default.
-        hyper={**{p.name: p.default for p in training_config.PARAMS}, **spec["training"]},
+        hyper={**training_config.defaults(algorithm), **spec["training"]},
         checkpoints=Path(output["checkpoints"]),
         metrics=Path(output["metrics"]),
         output_dir=output_dir,
         resume=bool(output.get("resume")),
+        algorithm=algorithm,
     )
 
 
@@ -572,6 +580,37 @@ class Throughput:
         elapsed = now - self.since - self.paused
         self.reported, self.since, self.paused = step, now, 0.0
         return round(tokens / elapsed, 1) if elapsed > 0 else 0.0
+
+
+def tunix_training_options(plan: Plan, total_steps: int, every: int) -> dict[str, Any]:
+    """What every algorithm's Tunix training config shares: the step budget, evaluations every
+    ``every`` steps, Orbax checkpoints and TensorBoard metrics in the run's directories."""
+    import orbax.checkpoint as ocp
+    from tunix.sft import metrics_logger
+
+    return {
+        "eval_every_n_steps": every,
+        "max_steps": total_steps,
+        "checkpoint_root_directory": str(plan.checkpoints),
+        "checkpointing_options": ocp.CheckpointManagerOptions(
+            # About four checkpoints a run (the last one always): each costs a pause.
+            save_interval_steps=max(every, math.ceil(total_steps / 4)),
+            max_to_keep=2,
+        ),
+        "metrics_logging_options": metrics_logger.MetricsLoggerOptions(
+            log_dir=str(plan.metrics), flush_every_n_steps=max(1, every)
+        ),
+        "pbar_description": None,
+    }
+
+
+def run_optimizer(plan: Plan) -> Any:
+    """AdamW at the run's learning rate (the model's default when unset), held in the
+    optimizer state where current_learning_rate reads it back."""
+    import optax
+
+    rate = float(plan.hyper.get("learning_rate") or plan.model.learning_rate)
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=rate)
 
 
 def current_learning_rate(tunix_trainer: Any) -> float | None:
@@ -812,6 +851,21 @@ def generation_eval(
 
 
 def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
+    """Train with the plan's algorithm, once this worker's Tunix is known to provide it."""
+    from runs import algorithms
+
+    algorithm = algorithms.ALGORITHMS[plan.algorithm]
+    missing = algorithms.missing_module(algorithm)
+    if missing is not None:
+        raise TrainerError(
+            Reason.RUNTIME_MISSING,
+            f"{algorithm.label} needs {missing}, which this worker's Tunix does not provide "
+            "(install a google-tunix that has it)",
+        )
+    return algorithm.train(plan, resumed_from=resumed_from)
+
+
+def train_sft(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     hyper = plan.hyper
     seed = int(hyper["seed"])
     numbered = read_numbered_records(plan.dataset)
@@ -823,8 +877,7 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
 
     import jax
     import numpy as np
-    import optax
-    from tunix.sft import hooks, metrics_logger, peft_trainer
+    from tunix.sft import hooks, peft_trainer
     from tunix.utils import mesh as mesh_lib
 
     batch_size = int(hyper["batch_size"])
@@ -862,24 +915,8 @@ def train(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
                 model, plan.model.family, int(hyper["lora_rank"]), float(hyper["lora_alpha"]), seed
             )
 
-    import orbax.checkpoint as ocp
-
-    config = peft_trainer.TrainingConfig(
-        eval_every_n_steps=every,
-        max_steps=total_steps,
-        checkpoint_root_directory=str(plan.checkpoints),
-        checkpointing_options=ocp.CheckpointManagerOptions(
-            # About four checkpoints a run (the last one always): each costs a pause.
-            save_interval_steps=max(every, math.ceil(total_steps / 4)),
-            max_to_keep=2,
-        ),
-        metrics_logging_options=metrics_logger.MetricsLoggerOptions(
-            log_dir=str(plan.metrics), flush_every_n_steps=max(1, every)
-        ),
-        pbar_description=None,
-    )
-    learning_rate = float(hyper.get("learning_rate") or plan.model.learning_rate)
-    optimizer = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate)
+    config = peft_trainer.TrainingConfig(**tunix_training_options(plan, total_steps, every))
+    optimizer = run_optimizer(plan)
     trainer = peft_trainer.PeftTrainer(model, optimizer, config)
     trainer = trainer.with_gen_model_input_fn(lambda x: model_inputs(x, tokenizer.pad_id))
     evaluated = eval_batches(eval_examples, batch_size, ladder) if eval_examples else []

@@ -12,7 +12,7 @@ import factory
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from runs import services
+from runs import services, training_config
 from runs.models import (
     Dataset,
     DeliveryStatus,
@@ -23,7 +23,6 @@ from runs.models import (
     WebhookDelivery,
     WebhookEndpointState,
 )
-from runs.training_config import PARAMS
 
 DEMO_KEY = "tunix-demo-v1"  # the key of the conftest's demo_dataset
 
@@ -227,7 +226,7 @@ class EvaluatedRunFactory(TunixRunFactory):
     started_at = factory.LazyFunction(timezone.now)
     completed_at = factory.LazyFunction(timezone.now)
     config: Any = factory.LazyFunction(
-        lambda: {param.name: param.default for param in PARAMS} | {"learning_rate": 0.003}
+        lambda: training_config.defaults(training_config.SFT) | {"learning_rate": 0.003}
     )
     loss_curve: Any = factory.LazyAttribute(
         lambda o: [

@@ -32,6 +32,7 @@ LIST_ITEM_KEYS = {
     "run_id",
     "status",
     "mode",
+    "algorithm",
     "dataset_key",
     "model_id",
     "queued_at",

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from runs import datasets
-from runs.datasets import DatasetError, DatasetStats, format_refusal, validate_stream
+from runs.algorithms import ALGORITHMS, format_refusal
+from runs.datasets import DatasetError, DatasetStats, validate_stream
 from runs.rewards import parse_number
 
 DEMO = Path(__file__).resolve().parent.parent / "runs" / "demo"
@@ -275,13 +276,13 @@ def test_the_math_demo_asks_for_an_answer_line_and_answers_with_numbers() -> Non
         assert parse_number(record["answer"]) is not None, record
 
 
-# ALGORITHM_FORMATS and format_refusal: what a run of each algorithm may train on.
+# Each algorithm's formats and format_refusal: what a run of each algorithm may train on.
 
 
 def test_every_format_an_algorithm_takes_is_a_stored_format() -> None:
-    taken = set().union(*datasets.ALGORITHM_FORMATS.values())
+    taken = set().union(*(algorithm.formats for algorithm in ALGORITHMS.values()))
     assert taken == set(datasets.STORED_FORMATS)
-    assert datasets.ALGORITHMS == ("sft", "dpo", "orpo", "grpo")
+    assert tuple(ALGORITHMS) == ("sft", "dpo", "orpo", "grpo")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ FIELDS = [
     "dataset_key",
     "model_id",
     "mode",
+    "algorithm",
     "dry_run",
     "timeout_seconds",
     "client_request_id",
@@ -48,6 +49,12 @@ TEXTS = st.sampled_from(
         "3",
         "1e-3",
         "naïve",
+        "sft",
+        "dpo",
+        "orpo",
+        "grpo",
+        "answer_match",
+        "length_penalty",
     ]
 )
 NUMBERS = st.one_of(
@@ -64,6 +71,11 @@ VALID = st.fixed_dictionaries(
         "num_epochs": st.integers(min_value=1, max_value=100),
         "learning_rate": st.floats(min_value=1e-6, max_value=1.0),
         "client_request_id": st.just("key-1"),
+        # Each algorithm with none, some or other algorithms' hyperparameters given.
+        "algorithm": st.sampled_from(["sft", "dpo", "orpo", "grpo"]),
+        "beta": st.floats(min_value=0.01, max_value=1.0),
+        "num_generations": st.integers(min_value=1, max_value=8),
+        "reward": st.sampled_from(["answer_match", "format", "nope"]),
     },
 )
 BODIES = st.one_of(
@@ -124,6 +136,15 @@ def test_a_body_the_fast_reader_takes_is_read_as_the_serializer_reads_it(body: A
             "client_request_id": "retry-key-1",
         },
         {"dataset_key": "tunix-demo-v1", "model_id": "m", "dry_run": False, "lora_alpha": 8},
+        {"dataset_key": "pairs-v1", "model_id": "m", "algorithm": "orpo", "lambda_orpo": 0.5},
+        {
+            "dataset_key": "math-v1",
+            "model_id": "m",
+            "algorithm": "grpo",
+            "num_generations": 2,
+            "reward": "format",
+            "temperature": 0.7,
+        },
     ],
 )
 def test_what_clients_send_takes_the_fast_path_and_reads_the_same(body: dict[str, Any]) -> None:
@@ -141,6 +162,11 @@ def test_what_clients_send_takes_the_fast_path_and_reads_the_same(body: dict[str
         {"dataset_key": "d", "model_id": "m", "learning_rate": 2.0},
         {"dataset_key": "d", "model_id": "m", "output_dir": "/tmp"},
         {"dataset_key": "d", "model_id": "m", "typo": 1},
+        {"dataset_key": "d", "model_id": "m", "beta": 0.1},  # DPO's, ORPO's and GRPO's
+        {"dataset_key": "d", "model_id": "m", "algorithm": "dpo", "lambda_orpo": 0.1},
+        {"dataset_key": "d", "model_id": "m", "algorithm": "grpo", "num_generations": 1},
+        {"dataset_key": "d", "model_id": "m", "algorithm": "grpo", "reward": "code"},
+        {"dataset_key": "d", "model_id": "m", "algorithm": "ppo"},
         ["not", "an", "object"],
     ],
 )

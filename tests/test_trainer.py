@@ -23,7 +23,7 @@ from tests.support.clusters import REPO_ROOT
 DEMO = REPO_ROOT / "runs" / "demo" / "tunix-demo-v1.jsonl"
 # The defaults, with the generation eval after training off: it adds seconds to every run, and
 # tests/test_generation_eval.py turns it on where it is the subject.
-HYPER = {p.name: p.default for p in training_config.PARAMS} | {"eval_max_items": 0}
+HYPER = training_config.defaults(training_config.SFT) | {"eval_max_items": 0}
 
 # No database: the PostgreSQL pass of `make test` runs these once.
 pytestmark = pytest.mark.database_independent

@@ -14,31 +14,59 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from runs import selectors, training_config
+from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_CHOICES, REASONING_INCLUDE
 from runs.execution import MODES
 from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus, TunixRun
-from runs.progress import PHASE_EVALUATING, RANKING_METRICS, SERIES, TRAIN_LOSS_WINDOW
+from runs.progress import (
+    PHASE_EVALUATING,
+    RANKING_METRICS,
+    SERIES,
+    TRAIN_LOSS_WINDOW,
+    algorithm_results,
+    algorithm_signals,
+)
 from runs.selectors import RunRow
 from runs.services import RunRequest
 
 MAX_LIST_LIMIT = 100
 
 
-def _param_field(param: training_config.Param) -> serializers.Field[Any, Any, Any, Any]:
+def _param_help(rows: list[training_config.Param]) -> str:
+    """Each row's help with the algorithms it applies to and its default there."""
+    parts = []
+    for row in rows:
+        notes = [] if row.algorithms is None else [", ".join(training_config.owners_of(row))]
+        if row.default is not None:
+            notes.append(f"default {row.default}")
+        parts.append(f"{row.help} ({'; '.join(notes)})" if notes else row.help)
+    return " · ".join(parts)
+
+
+def _param_field(rows: list[training_config.Param]) -> serializers.Field[Any, Any, Any, Any]:
+    """The field of a hyperparameter name, for the rows of every algorithm that has it. No
+    default: a value the request leaves out is filled by the run's algorithm, and one it
+    gives is checked against that algorithm's row (training_config.normalise)."""
+    first = rows[0]
     common: dict[str, Any] = {
         "required": False,
-        "help_text": param.help,
-        "allow_null": param.default is None,
+        "help_text": _param_help(rows),
+        "allow_null": any(row.default is None for row in rows),
     }
-    if param.default is not None:
-        common["default"] = param.default
-    if param.kind is int:
-        return serializers.IntegerField(
-            min_value=int(param.minimum), max_value=int(param.maximum), **common
+    if first.kind is str:
+        invalid = f'"{{input}}" is not one of {", ".join(first.choices)}'
+        return serializers.ChoiceField(
+            choices=list(first.choices), error_messages={"invalid_choice": invalid}, **common
         )
-    return serializers.FloatField(
-        min_value=float(param.minimum), max_value=float(param.maximum), **common
-    )
+    low, high = min(row.minimum for row in rows), max(row.maximum for row in rows)
+    if first.kind is int:
+        return serializers.IntegerField(min_value=int(low), max_value=int(high), **common)
+    return serializers.FloatField(min_value=float(low), max_value=float(high), **common)
+
+
+_PARAM_ROWS: dict[str, list[training_config.Param]] = {}
+for _row in training_config.PARAMS:
+    _PARAM_ROWS.setdefault(_row.name, []).append(_row)
 
 
 class StrictSerializer(serializers.Serializer[Any]):
@@ -72,6 +100,13 @@ class RunCreateSerializer(StrictSerializer):
         help_text="How the run executes: dry-run validates and writes the config, local trains "
         "on a worker host. Default: from dry_run.",
     )
+    algorithm = serializers.ChoiceField(
+        choices=list(ALGORITHMS),
+        default=DEFAULT_ALGORITHM,
+        help_text="How the run trains: "
+        + "; ".join(f"{name}: {a.summary} (on {a.trains_on})" for name, a in ALGORITHMS.items())
+        + ". Each has its own hyperparameters; one of another algorithm is refused.",
+    )
     dry_run = serializers.BooleanField(
         default=True,
         help_text="The older way to choose: true is mode dry-run, false is mode local. Ignored "
@@ -91,8 +126,8 @@ class RunCreateSerializer(StrictSerializer):
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         fields = super().get_fields()
-        for param in training_config.PARAMS:
-            fields[param.name] = _param_field(param)
+        for name, rows in _PARAM_ROWS.items():
+            fields[name] = _param_field(rows)
         return fields
 
     def validate_output_dir(self, value: str | None) -> None:
@@ -117,9 +152,10 @@ class RunCreateSerializer(StrictSerializer):
             raise serializers.ValidationError(
                 {"dry_run": [f"dry_run={str(attrs['dry_run']).lower()} disagrees with mode"]}
             )
-        # Range rules the field types cannot say (e.g. learning_rate > 0) live in one table.
-        values = {p.name: attrs.get(p.name, p.default) for p in training_config.PARAMS}
-        _, errors = training_config.normalise(values)
+        # Range rules the field types cannot say (e.g. learning_rate > 0), and which algorithm
+        # takes which hyperparameter, live in one table.
+        values = {name: attrs[name] for name in _PARAM_ROWS if name in attrs}
+        _, errors = training_config.normalise(values, attrs["algorithm"])
         if errors:
             raise serializers.ValidationError({name: [reason] for name, reason in errors.items()})
         return attrs
@@ -130,7 +166,8 @@ class RunCreateSerializer(StrictSerializer):
             dataset_key=data["dataset_key"],
             model_id=data["model_id"],
             mode=data["mode"],
-            config={p.name: data.get(p.name, p.default) for p in training_config.PARAMS},
+            algorithm=data["algorithm"],
+            config={name: data[name] for name in _PARAM_ROWS if name in data},
             timeout_seconds=data.get("timeout_seconds"),
             client_request_id=data.get("client_request_id"),
         )
@@ -139,16 +176,16 @@ class RunCreateSerializer(StrictSerializer):
 _DATASET_KEY = re.compile(DATASET_KEY_PATTERN)
 _MODEL_ID = re.compile(MODEL_ID_PATTERN)
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_PARAMS = {p.name: p for p in training_config.PARAMS}
 _RUN_FIELDS = {
     "dataset_key",
     "model_id",
     "mode",
+    "algorithm",
     "dry_run",
     "timeout_seconds",
     "client_request_id",
     "output_dir",
-    *_PARAMS,
+    *_PARAM_ROWS,
 }
 
 
@@ -199,11 +236,20 @@ def plain_run_request(data: object) -> RunRequest | None:
         return None
     if data.get("output_dir", None) is not None:
         return None
+    algorithm = data.get("algorithm", DEFAULT_ALGORITHM)
+    if type(algorithm) is not str or algorithm not in ALGORITHMS:
+        return None
     config: dict[str, Any] = {}
-    for name, param in _PARAMS.items():
-        value = data.get(name, param.default)
+    for param in training_config.params_for(algorithm):
+        name = param.name
+        if name not in data:
+            continue  # the service fills the algorithm's default
+        value = data[name]
         if value is None:
             if param.default is not None:
+                return None
+        elif param.kind is str:
+            if type(value) is not str or value not in param.choices:
                 return None
         elif param.kind is int:
             if type(value) is not int or not param.minimum <= value <= param.maximum:
@@ -215,12 +261,16 @@ def plain_run_request(data: object) -> RunRequest | None:
             if not param.minimum <= value <= param.maximum:
                 return None
         config[name] = value
-    if training_config.normalise(dict(config))[1]:
+    # A hyperparameter of another algorithm: the serializer words that refusal.
+    if not config.keys() >= data.keys() & _PARAM_ROWS.keys():
+        return None
+    if training_config.normalise(dict(config), algorithm)[1]:
         return None
     return RunRequest(
         dataset_key=dataset_key,
         model_id=model_id,
         mode=mode,
+        algorithm=algorithm,
         config=config,
         timeout_seconds=timeout,
         client_request_id=key,
@@ -247,6 +297,7 @@ class RunListQuerySerializer(StrictSerializer):
     )
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     mode = serializers.ChoiceField(choices=MODES, required=False)
+    algorithm = serializers.ChoiceField(choices=list(ALGORITHMS), required=False)
     dataset_key = serializers.CharField(
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
     )
@@ -254,8 +305,8 @@ class RunListQuerySerializer(StrictSerializer):
         choices=list(RANKING_METRICS),
         required=False,
         help_text="Rank the dataset's completed runs by this final metric, best first (highest "
-        "score, lowest loss); needs dataset_key, takes no status, mode or offset, and each item "
-        "then carries its metrics",
+        "score, lowest loss); needs dataset_key, takes no status, mode, algorithm or offset, and "
+        "each item then carries its metrics",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +316,7 @@ class RunListQuerySerializer(StrictSerializer):
                 raise serializers.ValidationError(
                     {"sort": "ranking compares runs of one dataset: give dataset_key"}
                 )
-            clash = [name for name in ("status", "mode") if attrs.get(name)]
+            clash = [name for name in ("status", "mode", "algorithm") if attrs.get(name)]
             if attrs.get("offset"):
                 clash.append("offset")
             if clash:
@@ -286,6 +337,7 @@ class RunListItemSerializer(serializers.ModelSerializer[TunixRun]):
             "run_id",
             "status",
             "mode",
+            "algorithm",
             "dataset_key",
             "model_id",
             "queued_at",
@@ -307,6 +359,7 @@ def list_item(run: RunRow) -> dict[str, Any]:
         "run_id": str(run.id),
         "status": run.status,
         "mode": run.mode,
+        "algorithm": run.algorithm,
         "dataset_key": run.dataset_key,
         "model_id": run.model_id,
         "queued_at": run.queued_at,
@@ -435,6 +488,17 @@ class RunMetricsSerializer(serializers.Serializer[Any]):
     )
     rouge_l = serializers.FloatField(required=False, help_text="mean ROUGE-L F-measure")
 
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        signals = algorithm_signals()
+        for name in algorithm_results():
+            fields[name] = serializers.FloatField(
+                required=False,
+                help_text=f"{signals.get(name, name)} over the last {TRAIN_LOSS_WINDOW} steps "
+                f"({', '.join(a for a, c in ALGORITHMS.items() if name in c.results)})",
+            )
+        return fields
+
 
 class RunSeriesSerializer(serializers.Serializer[Any]):
     """Per-step series, [step, value] pairs, each thinned to at most a few hundred points."""
@@ -455,14 +519,27 @@ class RunSeriesSerializer(serializers.Serializer[Any]):
         help_text="real (non-padding) tokens a second since the previous step's report",
     )
 
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        for name, label in algorithm_signals().items():
+            takers = ", ".join(a for a, c in ALGORITHMS.items() if name in c.signals)
+            fields[name] = serializers.ListField(
+                child=serializers.ListField(
+                    child=serializers.FloatField(), min_length=2, max_length=2
+                ),
+                required=False,
+                help_text=f"each step's {label} (only on {takers} runs)",
+            )
+        return fields
+
 
 def run_series(run: TunixRun) -> dict[str, list[list[float]]]:
-    """Every series of a run, the train loss included; empty lists where none was reported."""
+    """Every series of a run, the train loss included, and its algorithm's signals; empty lists
+    where none was reported."""
     stored = run.series or {}
-    return {
-        "train_loss": run.loss_curve or [],
-        **{name: stored.get(name, []) for name in SERIES},
-    }
+    algorithm = ALGORITHMS.get(run.algorithm)
+    names = (*SERIES, *(algorithm.signals if algorithm else ()))
+    return {"train_loss": run.loss_curve or [], **{name: stored.get(name, []) for name in names}}
 
 
 class RunDetailSerializer(RunListItemSerializer):

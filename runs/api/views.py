@@ -248,6 +248,7 @@ class RunViewSet(viewsets.ViewSet):
             status=params.get("status"),
             dataset_key=params.get("dataset_key"),
             mode=params.get("mode"),
+            algorithm=params.get("algorithm"),
             created_by_id=authorization.visible_owner(request.user),
         )
         try:

@@ -45,6 +45,7 @@ LIST_FIELDS = (
     "dataset__key",
     "model_id",
     "mode",
+    "algorithm",
     "status",
     "queued_at",
     "started_at",
@@ -76,6 +77,7 @@ class RunFilters:
     status: str | None = None
     dataset_key: str | None = None
     mode: str | None = None
+    algorithm: str | None = None
     # Set for a user who may see only their own runs (authorization.visible_owner).
     created_by_id: int | None = None
 
@@ -93,6 +95,7 @@ class RunRow(NamedTuple):
     dataset_key: str
     model_id: str
     mode: str
+    algorithm: str
     status: str
     queued_at: datetime
     started_at: datetime | None
@@ -111,6 +114,7 @@ class RunRow(NamedTuple):
             dataset_key=run.dataset.key,
             model_id=run.model_id,
             mode=run.mode,
+            algorithm=run.algorithm,
             status=run.status,
             queued_at=run.queued_at,
             started_at=run.started_at,
@@ -165,6 +169,8 @@ def _filtered_runs(filters: RunFilters) -> QuerySet[TunixRun]:
         runs = runs.filter(status=filters.status)
     if filters.mode:
         runs = runs.filter(mode=filters.mode)
+    if filters.algorithm:
+        runs = runs.filter(algorithm=filters.algorithm)
     if filters.dataset_key:
         # Resolve the key first so the list query walks (dataset_id, queued_at) alone.
         dataset_id = Dataset.objects.filter(key=filters.dataset_key).values_list("id", flat=True)
@@ -223,6 +229,9 @@ def run_list_rows(
     if filters.mode:
         where.append("r.mode = %s")
         params.append(filters.mode)
+    if filters.algorithm:
+        where.append("r.algorithm = %s")
+        params.append(filters.algorithm)
     if filters.dataset_key:
         # A scalar subquery runs once, so the scan walks (dataset_id, queued_at) alone.
         where.append(f"r.dataset_id = (SELECT id FROM {dataset_table} WHERE key = %s)")  # noqa: S608
@@ -236,7 +245,8 @@ def run_list_rows(
         params += [stamp, stamp, key]
     # Table names come from model meta and every value is a parameter.
     sql = (
-        "SELECT r.id, d.key, r.model_id, r.mode, r.status, r.queued_at, r.started_at, "  # noqa: S608
+        "SELECT r.id, d.key, r.model_id, r.mode, r.algorithm, r.status, r.queued_at, "  # noqa: S608
+        "r.started_at, "
         "r.completed_at, r.exit_code, r.error_reason "
         f"FROM {run_table} r INNER JOIN {dataset_table} d ON d.id = r.dataset_id "
         + (f"WHERE {' AND '.join(where)} " if where else "")
@@ -257,12 +267,14 @@ def _aware(value: datetime) -> datetime:
 
 
 def _row(values: tuple[Any, ...]) -> RunRow:
-    run_id, key, model_id, mode, status, queued_at, started_at, completed_at, code, reason = values
+    run_id, key, model_id, mode, algorithm, status, queued_at, started_at, completed_at = values[:9]
+    code, reason = values[9:]
     return RunRow(
         id=run_id if isinstance(run_id, UUID) else UUID(run_id),
         dataset_key=key,
         model_id=model_id,
         mode=mode,
+        algorithm=algorithm,
         status=status,
         queued_at=_aware(queued_at),
         started_at=started_at and _aware(started_at),

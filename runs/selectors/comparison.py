@@ -23,7 +23,7 @@ import orjson
 
 from runs import artifacts
 from runs.models import TunixRun
-from runs.progress import HIGHER_IS_BETTER, LOWER_IS_BETTER, RESULT_KEYS
+from runs.progress import HIGHER_IS_BETTER, LOWER_IS_BETTER, algorithm_results, all_result_keys
 from runs.scorers import SCORER_NAMES, normalise
 from runs.training_config import PARAMS
 
@@ -171,8 +171,9 @@ def _config_rows(runs: list[TunixRun]) -> list[ConfigRow]:
         ("dataset_key", lambda run: run.dataset.key),
         ("model_id", lambda run: run.model_id),
         ("mode", lambda run: run.mode),
+        ("algorithm", lambda run: run.algorithm),
     ]
-    known = [param.name for param in PARAMS]
+    known = list(dict.fromkeys(param.name for param in PARAMS))  # a name may have several rows
     # Settings of older or newer releases than this one's PARAMS: still shown when they differ.
     others = {name for run in runs if isinstance(run.config, dict) for name in run.config}
     for name in [*known, *sorted(others - set(known))]:
@@ -195,8 +196,9 @@ def _number(value: Any) -> float | None:
 def _metric_rows(runs: list[TunixRun]) -> list[MetricRow]:
     metrics = [run.metrics if isinstance(run.metrics, dict) else {} for run in runs]
     present = {name for values in metrics for name in values}
-    names = [name for name in RESULT_KEYS if name in present]
-    names += sorted(present - set(RESULT_KEYS))
+    ordered = all_result_keys()
+    names = [name for name in ordered if name in present]
+    names += sorted(present - set(ordered))
     rows = []
     for name in names:
         values = [_number(values.get(name)) for values in metrics]
@@ -204,7 +206,11 @@ def _metric_rows(runs: list[TunixRun]) -> list[MetricRow]:
         if not known:
             continue
         better: Better | None = (
-            "lower" if name in LOWER_IS_BETTER else "higher" if name in HIGHER_IS_BETTER else None
+            "lower"
+            if name in LOWER_IS_BETTER
+            else "higher"
+            if name in HIGHER_IS_BETTER or name in algorithm_results()
+            else None
         )
         best: float | None = None
         # A best needs a rival: one value alone, or every run equal, marks nothing.

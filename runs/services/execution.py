@@ -47,6 +47,7 @@ def run_spec(run: TunixRun) -> RunSpec:
         run_id=str(run.id),
         model_id=run.model_id,
         mode=run.mode,
+        algorithm=run.algorithm,
         dataset_key=run.dataset.key,
         dataset_path=dataset_path(run.dataset),
         dataset_format=run.dataset.format,

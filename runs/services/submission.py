@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection
 from django_q.models import OrmQ
 
-from runs import authorization, datasets, metrics, model_catalog, training_config
+from runs import algorithms, authorization, metrics, model_catalog, training_config
 from runs.execution import UnknownMode, get_backend
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
 from runs.services.errors import Forbidden, IdempotencyMismatch, ServiceError
@@ -39,6 +39,7 @@ class RunRequest:
     config: Mapping[str, Any] = field(default_factory=dict)
     timeout_seconds: int | None = None
     client_request_id: str | None = None  # the idempotency key
+    algorithm: str = algorithms.DEFAULT_ALGORITHM
 
     @classmethod
     def like(cls, run: TunixRun) -> RunRequest:
@@ -49,6 +50,7 @@ class RunRequest:
             mode=run.mode,
             config=dict(run.config),
             timeout_seconds=run.timeout_seconds,
+            algorithm=run.algorithm,
         )
 
     def with_key(self, client_request_id: str | None) -> RunRequest:
@@ -71,18 +73,15 @@ def _unknown_dataset(request: RunRequest) -> ServiceError:
     return ServiceError(f"unknown dataset {request.dataset_key!r}", field="dataset_key")
 
 
-# Every run trains with supervised fine-tuning until runs choose an algorithm: a dataset of
-# preference pairs or prompts with answers is refused at submit time, not by the trainer.
-RUN_ALGORITHM = datasets.ALGORITHM_SFT
-
-
 def _refused_dataset(request: RunRequest) -> ServiceError:
     """Why the statement found no dataset row it may use: none has the key, or its format is
     not one the run's algorithm trains on (looked up only on this error path)."""
     dataset = Dataset.objects.filter(key=request.dataset_key).only("format").first()
     if dataset is None:
         return _unknown_dataset(request)
-    reason = datasets.format_refusal(RUN_ALGORITHM, dataset.format, dataset_key=request.dataset_key)
+    reason = algorithms.format_refusal(
+        request.algorithm, dataset.format, dataset_key=request.dataset_key
+    )
     return ServiceError(reason or f"dataset {request.dataset_key!r} refused", field="dataset_key")
 
 
@@ -95,7 +94,11 @@ def _validated_fields(request: RunRequest) -> dict[str, Any]:
     except UnknownMode as exc:
         raise ServiceError(str(exc), field="mode") from None
     _check_model(request.model_id, trains=trains)
-    clean, errors = training_config.normalise(dict(request.config))
+    if request.algorithm not in algorithms.ALGORITHMS:
+        raise ServiceError(
+            algorithms.unknown_algorithm_message(request.algorithm), field="algorithm"
+        )
+    clean, errors = training_config.normalise(dict(request.config), request.algorithm)
     if errors:
         name, reason = sorted(errors.items())[0]
         raise ServiceError(f"{name}: {reason}", field=name)
@@ -110,10 +113,16 @@ def _validated_fields(request: RunRequest) -> dict[str, Any]:
     fields = {
         "model_id": request.model_id,
         "mode": request.mode,
+        "algorithm": request.algorithm,
         "config": clean,
         "timeout_seconds": timeout,
     }
-    fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **fields})
+    # An SFT request hashes as it did before runs chose an algorithm, so a key used then
+    # still replays.
+    hashed = {k: v for k, v in fields.items() if k != "algorithm"}
+    if request.algorithm != algorithms.DEFAULT_ALGORITHM:
+        hashed["algorithm"] = request.algorithm
+    fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **hashed})
     return {**fields, "request_fingerprint": fingerprint}
 
 
@@ -179,7 +188,8 @@ def _write(run: TunixRun, request: RunRequest, *, enqueue: bool) -> None:
     if connection.vendor != "postgresql":
         with timed_write(operation):
             dataset = Dataset.objects.filter(
-                key=request.dataset_key, format__in=datasets.ALGORITHM_FORMATS[RUN_ALGORITHM]
+                key=request.dataset_key,
+                format__in=algorithms.ALGORITHMS[request.algorithm].formats,
             ).first()
             if dataset is None:
                 raise _refused_dataset(request)
@@ -212,7 +222,7 @@ def _insert_statement(
     then its task's INSERT from what the first one inserted, returning the dataset's row. Every
     value goes through its model field's own conversion, as the ORM's INSERT does."""
     values = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in _RUN_FIELDS]
-    formats = sorted(datasets.ALGORITHM_FORMATS[RUN_ALGORITHM])
+    formats = sorted(algorithms.ALGORITHMS[run.algorithm].formats)
     params: list[Any] = [dataset_key, formats, *values]
     if task is not None:
         params += [task.key, task.payload, task.lock]

@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from runs import charts
+from runs.algorithms import ALGORITHMS
 from runs.progress import RANKING_METRICS, TRAIN_LOSS_WINDOW
 
 register = template.Library()
@@ -37,6 +38,29 @@ def series_chart(series: dict[str, Any] | None, name: str, label: str) -> dict[s
         testid=f"{name.replace('_', '-')}-chart",
         y_label=label,
     )
+
+
+@register.simple_tag
+def signal_charts(algorithm: str, series: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The charts of a run's algorithm signals (DPO's rewards, GRPO's reward and KL) that it
+    has points for, each group of signals on shared axes."""
+    chosen = ALGORITHMS.get(algorithm)
+    if chosen is None:
+        return []
+    found = []
+    for title, keys in chosen.charts():
+        lines = [
+            charts.Line(chosen.signals[key], (series or {}).get(key) or [], colour=index)
+            for index, key in enumerate(keys)
+        ]
+        context = chart_context(
+            [line for line in lines if line.points],
+            testid=f"{keys[0].replace('_', '-')}-chart",
+            y_label=title,
+        )
+        if context["chart"] is not None:
+            found.append({**context, "title": title})
+    return found
 
 
 @register.inclusion_tag("runs/_chart.html")

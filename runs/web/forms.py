@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from runs import model_catalog, training_config
+from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_INCLUDE, REASONING_OMIT
 from runs.models import (
     DATASET_KEY_PATTERN,
@@ -26,6 +27,10 @@ from runs.services import RunRequest
 class RunFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "any status"), *RunStatus.choices], required=False)
     mode = forms.ChoiceField(choices=[("", "any mode"), *MODE_CHOICES], required=False)
+    algorithm = forms.ChoiceField(
+        choices=[("", "any algorithm"), *((n, a.label) for n, a in ALGORITHMS.items())],
+        required=False,
+    )
     dataset_key = forms.CharField(
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
     )
@@ -40,6 +45,13 @@ class RunFilterForm(forms.Form):
 
 
 def _param_field(param: training_config.Param) -> forms.Field:
+    if param.kind is str:
+        return forms.ChoiceField(
+            choices=[(choice, choice) for choice in param.choices],
+            required=False,
+            help_text=param.help,
+            initial=param.default,
+        )
     options: dict[str, Any] = {
         "required": False,
         "help_text": param.help,
@@ -52,9 +64,24 @@ def _param_field(param: training_config.Param) -> forms.Field:
     return forms.FloatField(widget=forms.NumberInput(attrs={"step": "any"}), **options)
 
 
+def chosen_algorithm(value: object) -> str:
+    """The algorithm a launch page is for: the one asked for, or the default for anything
+    else (an old link, a typo), so the page always renders a form that can be submitted."""
+    return value if isinstance(value, str) and value in ALGORITHMS else DEFAULT_ALGORITHM
+
+
 class RunLaunchForm(forms.Form):
+    """The launch form of one algorithm: its hyperparameters only, and the datasets of the
+    formats it trains on. Choosing another algorithm renders another form (a link, so the page
+    works without JavaScript)."""
+
     dataset = forms.ModelChoiceField(
-        queryset=Dataset.objects.order_by("key"), to_field_name="key", empty_label=None
+        queryset=Dataset.objects.none(), to_field_name="key", empty_label=None
+    )
+    algorithm = forms.ChoiceField(
+        choices=[(name, a.label) for name, a in ALGORITHMS.items()],
+        widget=forms.HiddenInput,
+        required=False,  # the view's choice when left out
     )
     model_id = forms.CharField(
         max_length=256,
@@ -81,13 +108,22 @@ class RunLaunchForm(forms.Form):
         help_text=f"default {settings.TUNIX_RUN_TIMEOUT_SECONDS} s",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, algorithm: str = DEFAULT_ALGORITHM, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for param in training_config.PARAMS:
+        self.chosen = ALGORITHMS[algorithm]
+        self.fields["algorithm"].initial = algorithm
+        dataset_field = self.fields["dataset"]
+        assert isinstance(dataset_field, forms.ModelChoiceField)
+        dataset_field.queryset = Dataset.objects.filter(format__in=self.chosen.formats).order_by(
+            "key"
+        )
+        dataset_field.help_text = f"{self.chosen.label} trains on {self.chosen.trains_on}"
+        self.params = training_config.params_for(algorithm)
+        for param in self.params:
             self.fields[param.name] = _param_field(param)
 
     def param_fields(self) -> list[forms.BoundField]:
-        return [self[p.name] for p in training_config.PARAMS]
+        return [self[p.name] for p in self.params]
 
     def clean_model_id(self) -> str:
         # The service refuses an id outside the catalog too, but it is only asked once every
@@ -101,10 +137,10 @@ class RunLaunchForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         values = {
-            p.name: p.default if data.get(p.name) is None else data[p.name]
-            for p in training_config.PARAMS
+            p.name: p.default if data.get(p.name) in (None, "") else data[p.name]
+            for p in self.params
         }
-        _, errors = training_config.normalise(values)
+        _, errors = training_config.normalise(values, self.chosen.name)
         for name, reason in errors.items():
             self.add_error(name, reason)
         data["config"] = values
@@ -116,6 +152,7 @@ class RunLaunchForm(forms.Form):
             dataset_key=data["dataset"].key,
             model_id=data["model_id"],
             mode=data["mode"],
+            algorithm=self.chosen.name,
             config=data["config"],
             timeout_seconds=data["timeout_seconds"],
         )

@@ -23,10 +23,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING
 
 from runs import artifacts, authorization, model_catalog, selectors, services
+from runs.algorithms import ALGORITHMS
 from runs.datasets import REASONING_INCLUDE
 from runs.models import ACTIVE_STATUSES, TunixRun
 from runs.progress import RANKING_METRICS
-from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm
+from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm, chosen_algorithm
 
 PAGE_SIZE = 25
 
@@ -105,6 +106,7 @@ def _filters(request: HttpRequest) -> tuple[RunFilterForm, selectors.RunFilters,
     filters = selectors.RunFilters(
         status=data["status"] or None,
         mode=data["mode"] or None,
+        algorithm=data["algorithm"] or None,
         dataset_key=data["dataset_key"] or None,
         created_by_id=owner,
     )
@@ -294,7 +296,9 @@ def _submit(form: RunLaunchForm, request: HttpRequest) -> TunixRun | None:
 @login_required
 @_allowed("can_launch")
 def run_launch(request: HttpRequest) -> HttpResponse:
-    form = RunLaunchForm(request.POST or None)
+    source = request.POST if request.method == "POST" else request.GET
+    algorithm = chosen_algorithm(source.get("algorithm"))
+    form = RunLaunchForm(request.POST or None, algorithm=algorithm)
     if request.method == "POST" and form.is_valid():
         run = _submit(form, request)
         if run is not None:
@@ -306,7 +310,13 @@ def run_launch(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "runs/run_launch.html",
-        {"form": form, "has_datasets": has_datasets, "models": model_catalog.CATALOG.values()},
+        {
+            "form": form,
+            "has_datasets": has_datasets,
+            "models": model_catalog.CATALOG.values(),
+            "algorithms": ALGORITHMS.values(),
+            "algorithm": form.chosen,
+        },
     )
 
 

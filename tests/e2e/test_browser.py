@@ -17,7 +17,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from runs import services
 from runs.models import RunStatus, TunixRun
 from tests.support import routes
-from tests.support.clusters import FAKE_TRAINER, QCluster, start_clusters
+from tests.support.clusters import FAKE_TRAINER, REPO_ROOT, QCluster, start_clusters
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -263,6 +263,55 @@ def test_a_real_tiny_training_from_the_launch_page_to_its_checkpoint(
     expect(files).to_contain_text("metrics/attempt-1/events.out.tfevents.")
     assert still_same_page(page)
     page.screenshot(path=str(screenshot_dir / "run-detail-real-training.png"), full_page=True)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.database_independent  # a real training: the PostgreSQL pass runs it once
+def test_a_real_grpo_run_from_its_launch_tab_charts_its_reward(
+    logged_in: Page,
+    live_server: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+    settings: Any,
+    tunix_runtime: None,
+) -> None:
+    """The GRPO tab shows GRPO's fields and datasets only; the run it launches trains for real
+    and its page charts the mean reward and the KL divergence while it polls."""
+    settings.TUNIX_TRAINER_COMMAND = None
+    with (REPO_ROOT / "runs" / "demo" / "tunix-demo-math-v1.jsonl").open("rb") as handle:
+        services.dataset_import(key="math-v1", source=handle)
+    page = logged_in
+    page.goto(f"{live_server.url}/runs/new")
+    expect(page.get_by_label("Num generations", exact=True)).to_have_count(0)
+    page.get_by_test_id("algorithm-grpo").click()
+    page.wait_for_url(f"{live_server.url}/runs/new?algorithm=grpo")
+    expect(page.get_by_label("Eval max items", exact=True)).to_have_count(0)
+    # Longer completions lose reward (length_penalty past 256 characters): the tiny model
+    # learns to stop sooner, a curve that moves within a few steps.
+    for label, value in {
+        "Max steps": "12",
+        "Batch size": "2",
+        "Num generations": "4",
+        "Max new tokens": "384",
+    }.items():
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_label("Reward", exact=True).select_option("length_penalty")
+    page.get_by_label("Dataset", exact=True).select_option("math-v1")
+    page.get_by_label("Mode", exact=True).select_option("local")
+    page.get_by_label("Queue for a worker").check()
+    page.get_by_test_id("launch-submit").click()
+    page.wait_for_url(f"{live_server.url}/")
+    run = TunixRun.objects.get()
+    assert (run.algorithm, run.config["reward"]) == ("grpo", "length_penalty")
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    cluster_factory(real=True)
+    reward = page.get_by_test_id("reward-mean-chart")
+    expect(reward).to_be_visible(timeout=120_000)
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("completed", timeout=240_000)
+    expect(reward).to_have_attribute("data-points", "12")
+    expect(page.get_by_test_id("kl-chart")).to_be_visible()
+    expect(page.get_by_test_id("run-algorithm")).to_have_text("GRPO")
+    page.screenshot(path=str(screenshot_dir / "run-grpo.png"), full_page=True)
 
 
 def test_no_page_breaks_the_content_security_policy(
