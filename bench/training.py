@@ -135,7 +135,10 @@ def direct_run_measured(run_id: str, repeat: int) -> tuple[float, float]:
     """The queued run's own config, trained again from Python into a directory of its own:
     the process's wall seconds and its peak resident memory (GiB)."""
     spec = json.loads((VAR / "artifacts" / run_id / "tunix_config.json").read_text())
-    out = VAR / "direct" / str(repeat)
+    # A directory of its own: Tunix resumes from any checkpoint it finds in one, such as an
+    # earlier direct run's.
+    out = VAR / "direct" / f"{repeat}-{run_id}"
+    shutil.rmtree(out, ignore_errors=True)
     spec["output"] = {
         "dir": str(out),
         "checkpoints": str(out / "checkpoints"),
@@ -463,6 +466,8 @@ def algorithm_overheads(repeats: int) -> dict[str, Any]:
     from runs import services
 
     for key, file_name, _ in {run[0]: run for run in ALGORITHM_RUNS.values()}.values():
+        if key == "tunix-demo-v1":
+            continue  # the bench's database has the SFT demo already
         with (REPO / "runs" / "demo" / file_name).open("rb") as handle:
             services.dataset_import(key=key, source=handle)
     web = Gunicorn()

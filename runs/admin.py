@@ -96,6 +96,7 @@ class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
         "id",
         "status",
         "mode",
+        "algorithm",
         "dataset",
         "model_id",
         "queued_at",
@@ -104,7 +105,7 @@ class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
         "exit_code",
         "error_reason",
     ]
-    list_filter = ["status", "mode", "dataset", "error_reason"]
+    list_filter = ["status", "mode", "algorithm", "dataset", "error_reason"]
     search_fields = ["model_id", "dataset__key"]
     search_help_text = "A run id, or part of a model id or dataset key"
     date_hierarchy = "queued_at"
@@ -116,6 +117,7 @@ class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
         "dataset",
         "model_id",
         "mode",
+        "algorithm",
         "status",
         "config",
         "queued_at",

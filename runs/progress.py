@@ -87,6 +87,14 @@ def algorithm_results() -> tuple[str, ...]:
     return tuple(key for key in dict.fromkeys(found) if key not in RESULT_KEYS)
 
 
+@functools.cache
+def ranking_metrics() -> dict[str, str]:
+    """What a run list can be ranked by: RANKING_METRICS and the algorithms' results (the runs
+    of a GRPO dataset by their mean reward, of a preference dataset by reward accuracy)."""
+    signals = algorithm_signals()
+    return {**RANKING_METRICS, **{key: signals.get(key, key) for key in algorithm_results()}}
+
+
 def all_series() -> tuple[str, ...]:
     return (*SERIES, *algorithm_signals())
 

@@ -420,34 +420,41 @@ def _attempt_number(directory: Path) -> int | None:
     return int(suffix) if directory.name.startswith(ATTEMPT_PREFIX) and suffix.isdigit() else None
 
 
-def newest_earlier_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete checkpoint (``<step>`` with Orbax's metadata written) of the
-    attempts before the one writing to ``checkpoints``: where a re-queued training resumes."""
+def newest_earlier_checkpoint(checkpoints: Path, subdir: str = "") -> Path | None:
+    """The newest complete checkpoint (``<subdir>/<step>`` with Orbax's metadata written) of
+    the attempts before the one writing to ``checkpoints``: where a re-queued training
+    resumes. ``subdir`` is where the algorithm's Tunix trainer keeps them under its
+    checkpoint root (GRPO's RL cluster: ``actor``; SFT and DPO: the root itself)."""
     current = _attempt_number(checkpoints)
     if current is None or not checkpoints.parent.is_dir():
         return None
     found: list[tuple[int, int, Path]] = []
     for attempt_dir in checkpoints.parent.iterdir():
         attempt = _attempt_number(attempt_dir)
-        if attempt is None or attempt >= current or not attempt_dir.is_dir():
+        steps_dir = attempt_dir / subdir
+        if attempt is None or attempt >= current or not steps_dir.is_dir():
             continue
-        for step_dir in attempt_dir.iterdir():
+        for step_dir in steps_dir.iterdir():
             if step_dir.name.isdigit() and (step_dir / "_CHECKPOINT_METADATA").is_file():
                 found.append((int(step_dir.name), attempt, step_dir))
     return max(found)[2] if found else None
 
 
-def seed_from_earlier_attempt(plan: Plan) -> int | None:
-    """Copy the newest earlier checkpoint into this attempt's directory, where Tunix restores
-    it (model, optimizer state and step) and skips the batches already trained. Returns the
-    step it resumes from. A copy, not a link: each attempt's directory stays its own."""
-    if not plan.resume or any(plan.checkpoints.iterdir()):
+def seed_from_earlier_attempt(plan: Plan, subdir: str = "") -> int | None:
+    """Copy the newest earlier checkpoint into this attempt's directory (``subdir`` of it),
+    where Tunix restores it (model, optimizer state and step) and skips the batches already
+    trained. Returns the step it resumes from. A copy, not a link: each attempt's directory
+    stays its own. Nothing is copied once this attempt has checkpoints of its own."""
+    if not plan.resume or (plan.checkpoints.is_dir() and any(plan.checkpoints.iterdir())):
         return None
-    source = newest_earlier_checkpoint(plan.checkpoints)
+    source = newest_earlier_checkpoint(plan.checkpoints, subdir)
     if source is None:
         return None
-    shutil.copytree(source, plan.checkpoints / source.name)
-    print(f"resuming from step {source.name} of {source.parent.name}", flush=True)
+    target = plan.checkpoints / subdir
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target / source.name)
+    attempt = source.parents[len(Path(subdir).parts)].name
+    print(f"resuming from step {source.name} of {attempt}", flush=True)
     return int(source.name)
 
 
@@ -1033,7 +1040,10 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
         plan = read_plan(Path(args[0]))
         plan.checkpoints.mkdir(parents=True, exist_ok=True)
         plan.metrics.mkdir(parents=True, exist_ok=True)
-        resumed_from = seed_from_earlier_attempt(plan)
+        from runs import algorithms
+
+        subdir = algorithms.ALGORITHMS[plan.algorithm].checkpoint_subdir
+        resumed_from = seed_from_earlier_attempt(plan, subdir)
         result = train(plan, resumed_from=resumed_from or 0)
     except TrainerError as exc:
         emit(ERROR_PREFIX, {"reason": exc.reason, "message": exc.message})

@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from runs import algorithms, services, training_config
 from runs.models import Dataset, RunStatus, TunixRun
 from runs.progress import ProgressTracker
+from tests.factories import DatasetFactory, TunixRunFactory
 from tests.support.clusters import REPO_ROOT
 from tests.support.pages import html
 from tests.support.problems import problem
@@ -385,3 +386,31 @@ def test_a_worker_whose_tunix_lacks_the_algorithm_fails_the_run_naming_the_modul
     assert error["reason"] == "runtime_missing"
     assert "tunix.rl.grpo.grpo_learner" in error["message"]
     assert not any((tmp_path / "checkpoints" / "attempt-1").iterdir())
+
+
+# --------------------------------------------------------------------------- best runs
+
+
+@pytest.mark.django_db
+def test_a_grpo_datasets_runs_rank_by_mean_reward_in_the_api_and_on_its_page(
+    viewer_client: APIClient, web: Client
+) -> None:
+    dataset = DatasetFactory(key="math-v1", format="prompt_answer")
+    rewards = {"low": -0.4, "high": 0.8, "middle": 0.1}
+    runs = {
+        name: TunixRunFactory(
+            dataset=dataset,
+            completed=True,
+            algorithm="grpo",
+            metrics={"reward_mean": value, "train_loss": 0.01, "steps": 8.0},
+        )
+        for name, value in rewards.items()
+    }
+    answer = viewer_client.get("/api/tunix/runs", {"dataset_key": "math-v1", "sort": "reward_mean"})
+    assert answer.status_code == 200, answer.content
+    order = [item["run_id"] for item in answer.json()["data"]]
+    assert order == [str(runs[name].id) for name in ("high", "middle", "low")]
+    # Its page ranks by what its runs have, with no metric asked for: the mean reward.
+    page = html(web.get("/datasets/math-v1"))
+    assert "mean reward" in page
+    assert page.index(str(runs["high"].id)[:8]) < page.index(str(runs["low"].id)[:8])

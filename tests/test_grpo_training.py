@@ -158,13 +158,15 @@ def test_a_later_attempt_copies_the_newest_earlier_policy_checkpoint(tmp_path: P
     checkpoint(2, 8, complete=False)  # Orbax was still writing it
     checkpoint(4, 9)  # a later attempt's: never resumed from
     plan = trainer.read_plan(write_grpo_config(tmp_path, attempt=3, resume=True))
-    assert grpo.newest_earlier_actor_checkpoint(plan.checkpoints) == newest
-    assert grpo.seed_actor_from_earlier_attempt(plan) == 6
+    subdir = grpo.Grpo.checkpoint_subdir
+    assert subdir == grpo.ACTOR_DIR
+    assert trainer.newest_earlier_checkpoint(plan.checkpoints, subdir) == newest
+    assert trainer.seed_from_earlier_attempt(plan, subdir) == 6
     assert (plan.checkpoints / grpo.ACTOR_DIR / "6" / "_CHECKPOINT_METADATA").is_file()
     # Once this attempt has checkpoints of its own, Tunix restores those; nothing is copied.
-    assert grpo.seed_actor_from_earlier_attempt(plan) is None
+    assert trainer.seed_from_earlier_attempt(plan, subdir) is None
     fresh = trainer.read_plan(write_grpo_config(tmp_path, attempt=5, resume=False))
-    assert grpo.seed_actor_from_earlier_attempt(fresh) is None
+    assert trainer.seed_from_earlier_attempt(fresh, subdir) is None
 
 
 # --------------------------------------------------------------------------- refusals

@@ -32,6 +32,9 @@ class Algorithm:
     # How the run page charts the signals: (title, keys drawn on shared axes) each; signals in
     # no group get a chart each.
     chart_groups: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
+    # Where its Tunix trainer keeps checkpoints under the run's checkpoint root, "" for the
+    # root itself: a re-queued run resumes from the newest one an earlier attempt left there.
+    checkpoint_subdir: ClassVar[str] = ""
     # Numbers its result line may carry beyond the common ones (runs/progress.py RESULT_KEYS).
     results: ClassVar[tuple[str, ...]] = ()
 

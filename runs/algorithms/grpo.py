@@ -18,9 +18,8 @@ the step, so a run resumed from a checkpoint draws the same completions as an un
 from there on.
 
 Tunix's RL cluster keeps the policy's Orbax checkpoints in ``<checkpoints>/actor/<step>``
-(runs/trainer.py's resume looks for ``<checkpoints>/<step>``: see seed_actor_from_earlier_attempt)
-and writes TensorBoard scalars (actor/loss, actor/kl, rewards/..., completions/...) into the
-metrics directory.
+(``Grpo.checkpoint_subdir``, where runs/trainer.py's resume looks) and writes TensorBoard
+scalars (actor/loss, actor/kl, rewards/..., completions/...) into the metrics directory.
 
 Each step's progress line carries the policy loss (``loss``, ``loss_mean``), the learning rate,
 and the step's rewards: ``reward_mean`` and ``reward_std`` over its batch_size x num_generations
@@ -35,17 +34,14 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from runs import trainer, training_config
 from runs.algorithms.base import Algorithm
 from runs.datasets import FORMAT_PROMPT_ANSWER, answer_text
-from runs.dryrun import ATTEMPT_PREFIX
 from runs.outcomes import Reason
 from runs.progress import PROGRESS_PREFIX, LossWindow
 from runs.rewards import REWARD_NAMES, REWARDS
@@ -107,48 +103,6 @@ def batch_input(batch: Sequence[Prompt]) -> dict[str, Any]:
     }
 
 
-def _attempt_number(directory: Path) -> int | None:
-    suffix = directory.name.removeprefix(ATTEMPT_PREFIX)
-    return int(suffix) if directory.name.startswith(ATTEMPT_PREFIX) and suffix.isdigit() else None
-
-
-def newest_earlier_actor_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete policy checkpoint (``actor/<step>`` with Orbax's metadata) of the
-    attempts before the one writing to ``checkpoints``."""
-    current = _attempt_number(checkpoints)
-    if current is None or not checkpoints.parent.is_dir():
-        return None
-    found: list[tuple[int, int, Path]] = []
-    for attempt_dir in checkpoints.parent.iterdir():
-        attempt = _attempt_number(attempt_dir)
-        actor = attempt_dir / ACTOR_DIR
-        if attempt is None or attempt >= current or not actor.is_dir():
-            continue
-        for step_dir in actor.iterdir():
-            if step_dir.name.isdigit() and (step_dir / "_CHECKPOINT_METADATA").is_file():
-                found.append((int(step_dir.name), attempt, step_dir))
-    return max(found)[2] if found else None
-
-
-def seed_actor_from_earlier_attempt(plan: trainer.Plan) -> int | None:
-    """What trainer.seed_from_earlier_attempt does for SFT, for the RL cluster's layout: copy
-    the newest earlier policy checkpoint into this attempt's ``actor`` directory, where Tunix
-    restores it (weights, optimizer state, step) and skips the batches already trained.
-    Returns the step it resumes from, or None."""
-    if not plan.resume:
-        return None
-    if plan.checkpoints.is_dir() and any(plan.checkpoints.iterdir()):
-        return None  # this attempt has checkpoints of its own: Tunix restores those
-    source = newest_earlier_actor_checkpoint(plan.checkpoints)
-    if source is None:
-        return None
-    target = plan.checkpoints / ACTOR_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, target / source.name)
-    print(f"resuming from step {source.name} of {source.parent.parent.name}", flush=True)
-    return int(source.name)
-
-
 def reward_stats(values: Sequence[Any]) -> tuple[float, float]:
     """(mean, standard deviation) of a step's completion rewards, which Tunix buffers as one
     array per rollout call."""
@@ -190,9 +144,7 @@ def train_grpo(plan: trainer.Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     ``reward_mean`` (the mean of those steps' mean rewards) and ``wall_seconds``.
 
     Training starts from the step Tunix restores from this attempt's ``actor`` directory,
-    where seed_actor_from_earlier_attempt copies an earlier attempt's newest checkpoint.
-    ``resumed_from`` is not relied on: runs/trainer.py looks for SFT's layout, finds no
-    GRPO checkpoint and passes 0."""
+    where runs/trainer.py copied an earlier attempt's newest checkpoint (``resumed_from``)."""
     hyper = plan.hyper
     seed = int(hyper["seed"])
     reward_name = str(hyper["reward"])
@@ -219,12 +171,10 @@ def train_grpo(plan: trainer.Plan, *, resumed_from: int = 0) -> dict[str, Any]:
         )
     # A missing checkpoint is reported before the slow imports.
     checkpoint = None if plan.model.is_preset else trainer.resolve_checkpoint(plan)
-    seed_actor_from_earlier_attempt(plan)
 
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
     import orbax.checkpoint as ocp
     from flax import nnx
     from tunix.rl import reshard
@@ -267,7 +217,6 @@ def train_grpo(plan: trainer.Plan, *, resumed_from: int = 0) -> dict[str, Any]:
             graph, state = nnx.split(model)
             reference = nnx.merge(graph, jax.tree.map(jnp.copy, state))
 
-    learning_rate = float(hyper.get("learning_rate") or plan.model.learning_rate)
     roles = rl_cluster_lib.Role
     cluster = rl_cluster_lib.RLCluster(
         actor=policy,
@@ -277,7 +226,7 @@ def train_grpo(plan: trainer.Plan, *, resumed_from: int = 0) -> dict[str, Any]:
             role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},
             rollout_engine="vanilla",
             training_config=rl_cluster_lib.RLTrainingConfig(
-                actor_optimizer=optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate),
+                actor_optimizer=trainer.run_optimizer(plan),
                 eval_every_n_steps=total_steps,  # required; there is no evaluation set
                 max_steps=total_steps,
                 checkpoint_root_directory=str(plan.checkpoints),
@@ -395,6 +344,7 @@ class Grpo(Algorithm):
         "kl": "KL divergence",
     }
     results = ("reward_mean",)
+    checkpoint_subdir = ACTOR_DIR
     chart_groups = (("reward", ("reward_mean", "reward_std")),)
 
     @classmethod

@@ -20,11 +20,11 @@ from runs.execution import MODES
 from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus, TunixRun
 from runs.progress import (
     PHASE_EVALUATING,
-    RANKING_METRICS,
     SERIES,
     TRAIN_LOSS_WINDOW,
     algorithm_results,
     algorithm_signals,
+    ranking_metrics,
 )
 from runs.selectors import RunRow
 from runs.services import RunRequest
@@ -302,7 +302,7 @@ class RunListQuerySerializer(StrictSerializer):
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
     )
     sort = serializers.ChoiceField(
-        choices=list(RANKING_METRICS),
+        choices=list(ranking_metrics()),
         required=False,
         help_text="Rank the dataset's completed runs by this final metric, best first (highest "
         "score, lowest loss); needs dataset_key, takes no status, mode, algorithm or offset, and "

@@ -28,7 +28,7 @@ from runs.models import (
     WorkerHeartbeat,
     duration_seconds,
 )
-from runs.progress import LOWER_IS_BETTER, RANKING_METRICS
+from runs.progress import LOWER_IS_BETTER, ranking_metrics
 from runs.selectors.comparison import ITEMS_PER_PAGE as ITEMS_PER_PAGE
 from runs.selectors.comparison import MAX_RUNS as MAX_RUNS
 from runs.selectors.comparison import MIN_RUNS as MIN_RUNS
@@ -375,10 +375,10 @@ def run_ranking(
     limit: int = 20,
     cursor: str | None = None,
 ) -> Ranking:
-    """A dataset's completed runs that have ``metric``, best first (RANKING_METRICS; lower is
-    better for a loss), ties newest run id first. Keyset-paginated on (value, id), so a page
-    deep into a long sweep costs what the first does."""
-    if metric not in RANKING_METRICS:
+    """A dataset's completed runs that have ``metric``, best first (progress.ranking_metrics;
+    lower is better for a loss), ties newest run id first. Keyset-paginated on (value, id), so
+    a page deep into a long sweep costs what the first does."""
+    if metric not in ranking_metrics():
         raise ValueError(f"cannot rank by {metric}")
     lower_first = metric in LOWER_IS_BETTER
     runs = _visible(

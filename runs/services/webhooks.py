@@ -50,6 +50,7 @@ def run_event_payload(run: TunixRun) -> dict[str, Any]:
             "exit_code": run.exit_code,
             "error_reason": run.error_reason,
             "mode": run.mode,
+            "algorithm": run.algorithm,
             "dataset_key": run.dataset.key,
             "model_id": run.model_id,
             "attempt": run.attempt,

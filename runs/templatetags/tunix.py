@@ -13,7 +13,7 @@ from django.utils.safestring import SafeString
 
 from runs import charts
 from runs.algorithms import ALGORITHMS
-from runs.progress import RANKING_METRICS, TRAIN_LOSS_WINDOW
+from runs.progress import TRAIN_LOSS_WINDOW, ranking_metrics
 
 register = template.Library()
 
@@ -137,7 +137,7 @@ METRIC_LABELS = {
     "compiled_shapes": "compiled shapes",
     "eval_items": "items generated",
     "eval_seconds": "generation time",
-    **RANKING_METRICS,
+    **ranking_metrics(),
 }
 
 

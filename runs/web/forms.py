@@ -20,7 +20,7 @@ from runs.models import (
     RunMode,
     RunStatus,
 )
-from runs.progress import RANKING_METRICS
+from runs.progress import ranking_metrics
 from runs.services import RunRequest
 
 
@@ -37,7 +37,7 @@ class RunFilterForm(forms.Form):
     sort = forms.ChoiceField(
         choices=[
             ("", "newest first"),
-            *((m, f"best {label}") for m, label in RANKING_METRICS.items()),
+            *((m, f"best {label}") for m, label in ranking_metrics().items()),
         ],
         required=False,
     )

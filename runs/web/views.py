@@ -26,7 +26,7 @@ from runs import artifacts, authorization, model_catalog, selectors, services
 from runs.algorithms import ALGORITHMS
 from runs.datasets import REASONING_INCLUDE
 from runs.models import ACTIVE_STATUSES, TunixRun
-from runs.progress import RANKING_METRICS
+from runs.progress import ranking_metrics
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm, chosen_algorithm
 
 PAGE_SIZE = 25
@@ -170,7 +170,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "page": page,
         "runs": page.items,
         "ranking": ranking,
-        "ranking_label": RANKING_METRICS.get(ranking or "", ""),
+        "ranking_label": ranking_metrics().get(ranking or "", ""),
         "active": any(run.status in ACTIVE_STATUSES for run in page.items),
         "rows_url": f"{reverse('web:run-rows')}?{request.GET.urlencode()}",
         "base_query": base_query,
@@ -361,8 +361,17 @@ def dataset_detail(request: HttpRequest, key: str) -> HttpResponse:
     if dataset is None:
         raise Http404("no such dataset")
     metric = request.GET.get("metric", "")
-    if metric not in RANKING_METRICS:
-        metric = DEFAULT_RANKING
+    if metric not in ranking_metrics():
+        # The first result of the algorithm that trains on this format (a GRPO dataset's runs
+        # have a mean reward, not a ROUGE-L), else the generation eval's.
+        metric = next(
+            (
+                algorithm.results[0]
+                for algorithm in ALGORITHMS.values()
+                if dataset.format in algorithm.formats and algorithm.results
+            ),
+            DEFAULT_RANKING,
+        )
     ranking = selectors.run_ranking(
         dataset_key=dataset.key,
         metric=metric,
@@ -373,8 +382,8 @@ def dataset_detail(request: HttpRequest, key: str) -> HttpResponse:
     context = {
         "dataset": dataset,
         "metric": metric,
-        "metric_label": RANKING_METRICS[metric],
-        "metrics": RANKING_METRICS,
+        "metric_label": ranking_metrics()[metric],
+        "metrics": ranking_metrics(),
         "best": ranking.items,
         "more": ranking.next_cursor is not None,
         "compare_query": "&".join(f"ids={run_id}" for run_id in leaders),
