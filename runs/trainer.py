@@ -1053,4 +1053,8 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the imported module, not as __main__: the algorithms' modules import
+    # runs.trainer, and its TrainerError must be the class main() catches.
+    from runs import trainer
+
+    sys.exit(trainer.main())

@@ -414,3 +414,40 @@ def test_a_grpo_datasets_runs_rank_by_mean_reward_in_the_api_and_on_its_page(
     page = html(web.get("/datasets/math-v1"))
     assert "mean reward" in page
     assert page.index(str(runs["high"].id)[:8]) < page.index(str(runs["low"].id)[:8])
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("algorithm", ["dpo", "grpo"])
+def test_the_trainer_process_reports_an_algorithms_refusal_with_its_reason(
+    tmp_path: Path, algorithm: str
+) -> None:
+    """``python -m runs.trainer`` as the worker starts it: a refusal raised in an algorithm's
+    module (a real model whose checkpoint this host lacks) is a TUNIX_ERROR line and exit 2,
+    not a traceback."""
+    dataset = "tunix-demo-preference-v1.jsonl" if algorithm == "dpo" else "tunix-demo-math-v1.jsonl"
+    spec = {
+        "run_id": "r",
+        "algorithm": algorithm,
+        "model": {"id": "Qwen/Qwen3-0.6B", "checkpoint_dir": str(tmp_path / "models" / "q")},
+        "dataset": {"key": "d", "path": str(DEMO / dataset)},
+        "training": training_config.defaults(algorithm),
+        "output": {
+            "dir": str(tmp_path),
+            "checkpoints": str(tmp_path / "checkpoints" / "attempt-1"),
+            "metrics": str(tmp_path / "metrics" / "attempt-1"),
+        },
+    }
+    config = tmp_path / "tunix_config.json"
+    config.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-m", "runs.trainer", str(config)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = json.loads(proc.stdout.split("TUNIX_ERROR ", 1)[1].splitlines()[0])
+    assert error["reason"] == "model_unavailable"
+    assert "lacks" in error["message"]

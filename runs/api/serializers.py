@@ -17,7 +17,15 @@ from runs import selectors, training_config
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_CHOICES, REASONING_INCLUDE
 from runs.execution import MODES
-from runs.models import DATASET_KEY_PATTERN, MODEL_ID_PATTERN, Dataset, RunMode, RunStatus, TunixRun
+from runs.models import (
+    ALGORITHM_CHOICES,
+    DATASET_KEY_PATTERN,
+    MODEL_ID_PATTERN,
+    Dataset,
+    RunMode,
+    RunStatus,
+    TunixRun,
+)
 from runs.progress import (
     PHASE_EVALUATING,
     SERIES,
@@ -101,7 +109,7 @@ class RunCreateSerializer(StrictSerializer):
         "on a worker host. Default: from dry_run.",
     )
     algorithm = serializers.ChoiceField(
-        choices=list(ALGORITHMS),
+        choices=ALGORITHM_CHOICES,
         default=DEFAULT_ALGORITHM,
         help_text="How the run trains: "
         + "; ".join(f"{name}: {a.summary} (on {a.trains_on})" for name, a in ALGORITHMS.items())
@@ -297,7 +305,7 @@ class RunListQuerySerializer(StrictSerializer):
     )
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     mode = serializers.ChoiceField(choices=MODES, required=False)
-    algorithm = serializers.ChoiceField(choices=list(ALGORITHMS), required=False)
+    algorithm = serializers.ChoiceField(choices=ALGORITHM_CHOICES, required=False)
     dataset_key = serializers.CharField(
         required=False, max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
     )
