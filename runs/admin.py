@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from runs import services
 from runs.models import (
     Dataset,
+    RunExport,
     TunixRun,
     WebhookAttempt,
     WebhookDelivery,
@@ -166,6 +167,22 @@ class TunixRunAdmin(admin.ModelAdmin[TunixRun]):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: TunixRun | None = None) -> bool:
+        return False
+
+
+@admin.register(RunExport)
+class RunExportAdmin(admin.ModelAdmin[RunExport]):
+    list_display = ["id", "run", "step", "weights", "status", "size_bytes", "created_at"]
+    list_filter = ["status", "weights"]
+    search_fields = ["=run__id", "sha256"]
+    list_select_related = ["run"]
+    readonly_fields = [f.name for f in RunExport._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Exports are asked for through the API, which checks the run and its checkpoints.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RunExport | None = None) -> bool:
         return False
 
 

@@ -72,3 +72,25 @@ def artifact_path(run: TunixRun, relative: str) -> Path:
     if unresolved.is_symlink() or not path.is_file() or parts[-1].startswith(HIDDEN_PREFIX):
         raise FileNotFoundError(relative)
     return path
+
+
+def checkpoint_steps(run: TunixRun) -> list[int]:
+    """The steps of the run's complete checkpoints (Orbax's metadata written), in every
+    attempt, ascending: what an export may be asked for. GRPO keeps them under its algorithm's
+    checkpoint subdirectory (``actor``)."""
+    from runs.algorithms import ALGORITHMS
+
+    algorithm = ALGORITHMS.get(run.algorithm)
+    subdir = algorithm.checkpoint_subdir if algorithm else ""
+    root = run_directory(run) / "checkpoints"
+    if not root.is_dir():
+        return []
+    steps: set[int] = set()
+    for attempt in root.iterdir():
+        directory = attempt / subdir
+        if not attempt.name.startswith("attempt-") or not directory.is_dir():
+            continue
+        for step in directory.iterdir():
+            if step.name.isdigit() and (step / "_CHECKPOINT_METADATA").is_file():
+                steps.add(int(step.name))
+    return sorted(steps)

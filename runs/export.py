@@ -38,6 +38,7 @@ milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -51,7 +52,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,9 @@ def restore_params(checkpoint: Checkpoint) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
     directory = checkpoint.path / "model_params"
+    saved = ocp.PyTreeCheckpointHandler().metadata(directory).tree  # what each leaf is
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
     with ocp.PyTreeCheckpointer() as checkpointer:
-        metadata = checkpointer.metadata(directory)
-        tree = getattr(metadata, "tree", metadata)
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         restored = checkpointer.restore(
             directory, args=ocp.args.PyTreeRestore(restore_args=restore_args)
         )
@@ -498,15 +498,33 @@ def require_runtime() -> None:
             )
 
 
-def tiny_base(plan: trainer.Plan) -> tuple[dict[str, Any], Any]:
-    """The tiny preset's base weights (Tunix paths) and ModelConfig, rebuilt as the trainer
-    built them: random, from the run's seed."""
-    import numpy as np
-    from flax import nnx
+@contextlib.contextmanager
+def tunix_mesh() -> Iterator[Any]:
+    """A one-device mesh, entered as the trainer enters its own: Tunix's model code reads the
+    mesh from ``with mesh:``, which JAX reports as deprecated on every use (the trainer's main
+    silences it likewise; here also for callers that import this module, such as tests)."""
     from tunix.utils import mesh as mesh_lib
 
     mesh = mesh_lib.create_mesh((1, 1), ("fsdp", "tp"))
-    model, _ = trainer.build_model(plan, None, mesh, int(plan.hyper["seed"]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
+        with mesh:
+            yield mesh
+
+
+def tiny_base(plan: trainer.Plan, *, weights: bool) -> tuple[dict[str, Any], Any]:
+    """The tiny preset's base weights (Tunix paths; none unless ``weights``) and ModelConfig,
+    rebuilt as the trainer built them: random, from the run's seed. Without the weights the
+    model is only traced, not initialised (seconds saved: the random init compiles)."""
+    import numpy as np
+    from flax import nnx
+
+    seed = int(plan.hyper["seed"])
+    with tunix_mesh() as mesh:
+        if not weights:
+            abstract = nnx.eval_shape(lambda: trainer.build_model(plan, None, mesh, seed)[0])
+            return {}, abstract.config
+        model, _ = trainer.build_model(plan, None, mesh, seed)
     params = flatten(nnx.state(model, nnx.Param).to_pure_dict())
     return {path: np.asarray(array) for path, array in params.items()}, model.config
 
@@ -518,7 +536,7 @@ def write_llama3(
     rank, alpha = int(plan.hyper["lora_rank"]), float(plan.hyper["lora_alpha"])
     params = restore_params(checkpoint)
     if base is None:  # the tiny preset: its base weights and config come from the seed
-        tiny_params, tiny_config = tiny_base(plan)
+        tiny_params, tiny_config = tiny_base(plan, weights=weights != FULL)
         base_weights = llama3_to_hf(tiny_params)
     else:
         base_weights = load_tensors(base) if weights == MERGED else {}
@@ -555,19 +573,16 @@ def restore_model(plan: trainer.Plan, checkpoint: Checkpoint, base: Path | None)
     its LoRA adapters for a LoRA run), then Tunix's CheckpointManager restores the saved
     parameters into it."""
     from tunix.sft import checkpoint_manager
-    from tunix.utils import mesh as mesh_lib
 
-    mesh = mesh_lib.create_mesh((1, 1), ("fsdp", "tp"))
     seed, rank = int(plan.hyper["seed"]), int(plan.hyper["lora_rank"])
-    model, _ = trainer.build_model(plan, base, mesh, seed)
-    if rank > 0:
-        with mesh:
-            model = trainer.with_lora(
-                model, plan.model.family, rank, float(plan.hyper["lora_alpha"]), seed
-            )
     manager = checkpoint_manager.CheckpointManager(str(checkpoint.path.parent))
     try:
-        with mesh:
+        with tunix_mesh() as mesh:
+            model, _ = trainer.build_model(plan, base, mesh, seed)
+            if rank > 0:
+                model = trainer.with_lora(
+                    model, plan.model.family, rank, float(plan.hyper["lora_alpha"]), seed
+                )
             manager.maybe_restore(model, step=checkpoint.step, restore_only_lora_params=rank > 0)
     finally:
         manager.close()

@@ -248,6 +248,88 @@ class TunixRun(models.Model):
         return str(self.id)
 
 
+class ExportStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"
+    FAILED = "failed", "failed"
+
+
+class ExportWeights(models.TextChoices):
+    MERGED = "merged", "full weights (LoRA merged in)"
+    ADAPTER = "adapter", "LoRA adapter (PEFT)"
+
+
+class RunExport(models.Model):
+    """A checkpoint of a finished training written as a Hugging Face model directory by a
+    worker (runs/export.py), into the run's ``exports/<step>-<weights>/``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(TunixRun, on_delete=models.PROTECT, related_name="exports")
+    step = models.PositiveIntegerField()
+    weights = models.CharField(
+        max_length=16, choices=ExportWeights.choices, default=ExportWeights.MERGED
+    )
+    status = models.CharField(
+        max_length=16, choices=ExportStatus.choices, default=ExportStatus.PENDING
+    )
+    # The export's content address (export.json's): what a model registry version names.
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    files = models.JSONField(default=list, blank=True)  # [{"path", "size_bytes", "sha256"}]
+    error_reason = models.CharField(
+        max_length=32, choices=FailureReason.choices, blank=True, default=FailureReason.NONE
+    )
+    error_message = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ExportStatus.values), name="export_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(weights__in=ExportWeights.values), name="export_weights_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ExportStatus.COMPLETED) | ~Q(sha256=""),
+                name="export_completed_has_sha256",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ExportStatus.FAILED) | ~Q(error_reason=""),
+                name="export_failed_has_reason",
+            ),
+            # One live export of a checkpoint in a format: asking again returns it.
+            models.UniqueConstraint(
+                fields=["run", "step", "weights"],
+                condition=~Q(status=ExportStatus.FAILED),
+                name="export_one_live_per_checkpoint",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} step {self.step} ({self.weights}, {self.status})"
+
+    @property
+    def directory(self) -> str:
+        """Where it is written, relative to the run's directory."""
+        return f"{EXPORTS_DIR}/{self.step}-{self.weights}"
+
+
+EXPORTS_DIR = "exports"
+
+
 class WorkerHeartbeat(models.Model):
     """One row per qcluster worker process, refreshed by its reaper thread: shows a worker is
     alive even while it has nothing to run."""

@@ -15,3 +15,8 @@ def deliver_webhook(delivery_id: str) -> str:
 def execute_run(run_id: str) -> str:
     """Queue task for one run; safe to deliver more than once (the claim decides)."""
     return services.run_worker_execute(run_id=UUID(run_id), drain_since=worker.drain_since)
+
+
+def export_run(export_id: str) -> str:
+    """Queue task for one export; safe to deliver more than once (the claim decides)."""
+    return services.export_execute(export_id=UUID(export_id))

@@ -33,6 +33,9 @@ PATHS = {
     "run-cancel": f"{RUN}/cancel",
     "run-artifacts": f"{RUN}/artifacts",
     "run-artifact": f"{RUN}/artifacts/{{name}}",
+    "run-exports": f"{RUN}/exports",
+    "run-export": f"{RUN}/exports/{{export_id}}",
+    "run-export-archive": f"{RUN}/exports/{{export_id}}/archive",
     "dataset-list": "/api/tunix/datasets",
     "dataset-detail": "/api/tunix/datasets/{key}",
     "model-list": "/api/tunix/models",
@@ -51,11 +54,16 @@ CALLS = {
     "run-cancel": ("post", 200),
     "run-artifacts": ("get", 200),
     "run-artifact": ("get", 200),
+    "run-exports": ("get", 200),
+    # The run has no such export (test_exports_api.py has the ones that exist).
+    "run-export": ("get", 404),
+    "run-export-archive": ("get", 404),
     "dataset-list": ("get", 200),
     "dataset-detail": ("get", 200),
     "model-list": ("get", 200),
 }
 ARTIFACT = "checkpoints/1/params.json"  # a name with directories: the path converter's case
+EXPORT_ID = "0b5c2b8e-6f5d-4d8a-9a51-3c2f1e0d9a77"
 
 
 @pytest.fixture
@@ -68,11 +76,18 @@ def run(operator: Any, demo_dataset: Dataset) -> TunixRun:
 
 
 def path_of(name: str, run_id: object = "r1") -> str:
-    return PATHS[name].format(run_id=run_id, key="tunix-demo-v1", name=ARTIFACT)
+    return PATHS[name].format(
+        run_id=run_id, key="tunix-demo-v1", name=ARTIFACT, export_id=EXPORT_ID
+    )
 
 
 def kwargs_of(name: str, run_id: object = "r1") -> dict[str, str]:
-    values = {"run_id": str(run_id), "key": "tunix-demo-v1", "name": ARTIFACT}
+    values = {
+        "run_id": str(run_id),
+        "key": "tunix-demo-v1",
+        "name": ARTIFACT,
+        "export_id": EXPORT_ID,
+    }
     return {k: v for k, v in values.items() if f"{{{k}}}" in PATHS[name]}
 
 

@@ -24,10 +24,8 @@ from tests.test_trainer import run_trainer, write_config
 # No database: the PostgreSQL pass of `make test` runs these once.
 pytestmark = pytest.mark.database_independent
 
-QUICK: dict[str, Any] = {
-    "max_steps": 4,
-    "max_seq_length": 64,
-}  # checkpoints at every step; steps 3 and 4 kept
+# Four steps: a checkpoint after each, the newest two (3 and 4) kept.
+QUICK: dict[str, Any] = {"max_steps": 4, "max_seq_length": 64}
 LORA: dict[str, Any] = {"lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}
 PROMPT = "What is 22 plus 9?"
 TINY_MODULES = ["down_proj", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "up_proj",
@@ -68,10 +66,13 @@ def lora_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 
 
 def greedy(model: Any, tokens: list[int], count: int) -> list[int]:
-    """``count`` tokens generated greedily, each by a whole forward pass (no cache)."""
-    for _ in range(count):
-        tokens = [*tokens, int(export.model_logits(model, [tokens])[0, -1].argmax())]
-    return tokens[-count:]
+    """``count`` tokens generated greedily, each by a whole forward pass (no cache) over one
+    fixed length, padded on the right (which causal attention hides): the shape is compiled
+    once."""
+    sequence = tokens + [trainer.PAD] * count
+    for at in range(len(tokens), len(sequence)):
+        sequence[at] = int(export.model_logits(model, [sequence])[0, at - 1].argmax())
+    return sequence[len(tokens) :]
 
 
 def tensors(path: Path) -> dict[str, Any]:
@@ -143,10 +144,8 @@ def test_a_full_fine_tune_reloads_through_tunix_with_the_trained_models_logits(
     assert (logits.argmax(-1) == expected.argmax(-1)).all()
     assert greedy(reloaded, prompt_tokens(), 8) == greedy(trained_model, prompt_tokens(), 8)
     # The trained weights, not the random ones the run started from.
-    from tunix.utils import mesh as mesh_lib
-
-    plan = trainer.read_plan(run / "tunix_config.json")
-    start, _ = trainer.build_model(plan, None, mesh_lib.create_mesh((1, 1), ("fsdp", "tp")), 42)
+    with export.tunix_mesh() as mesh:
+        start, _ = trainer.build_model(trainer.read_plan(run / "tunix_config.json"), None, mesh, 42)
     assert np.abs(export.model_logits(start, [prompt_tokens()]) - expected).max() > 0.1
 
 
@@ -321,6 +320,34 @@ def test_a_lora_run_as_an_adapter_is_peft_lora_that_merges_to_the_merged_export(
     # The base is the random-initialised preset and loads as a model of its own.
     assert json.loads((adapter / "base" / "config.json").read_text())["vocab_size"] == 259
     assert export.load_export(adapter / "base") is not None
+
+
+def test_a_llama_3_run_merges_into_its_base_checkpoints_weights_and_files(
+    tunix_runtime: None, lora_exports: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A real Llama 3 run's checkpoints are laid out as the preset's: the LoRA run, relabelled
+    Llama 3.2 1B with the preset's exported base as its base checkpoint, merges into that
+    directory's safetensors and keeps its files, to the very bytes of the preset's merged
+    export; as an adapter it names the real base and leaves its config.json out."""
+    import shutil
+
+    run, merged, adapter = lora_exports
+    real = tmp_path / "run"
+    shutil.copytree(run / "checkpoints", real / "checkpoints")
+    base = adapter / "base"
+    write_config(real, model_id="meta-llama/Llama-3.2-1B", checkpoint_dir=base, **QUICK, **LORA)
+    manifest = export.export_run(real, tmp_path / "merged")
+    assert manifest["sha256"] == json.loads((merged / "export.json").read_text())["sha256"]
+    as_adapter = export.export_run(real, tmp_path / "adapter", lora_format="adapter")
+    assert [f["name"] for f in as_adapter["files"]] == [
+        "adapter_config.json", "adapter_model.safetensors", "tunix_rt_tokenizer.json"
+    ]  # fmt: skip
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "meta-llama/Llama-3.2-1B"
+    assert (
+        tensors(tmp_path / "adapter" / "adapter_model.safetensors").keys()
+        == tensors(adapter / "adapter_model.safetensors").keys()
+    )
 
 
 # --------------------------------------------------------------------------- refusals

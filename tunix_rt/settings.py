@@ -113,6 +113,8 @@ TUNIX_OUTPUT_MAX_BYTES = env_int("TUNIX_OUTPUT_MAX_BYTES", 10240, minimum=256)
 TUNIX_RUN_TIMEOUT_SECONDS = env_int("TUNIX_RUN_TIMEOUT_SECONDS", 3600, minimum=1)
 TUNIX_RUN_TIMEOUT_MAX_SECONDS = env_int("TUNIX_RUN_TIMEOUT_MAX_SECONDS", 6 * 3600, minimum=1)
 TUNIX_KILL_GRACE_SECONDS = env_int("TUNIX_KILL_GRACE_SECONDS", 5, minimum=0)
+# A checkpoint's export to a Hugging Face directory (runs/export.py) is stopped after this long.
+TUNIX_EXPORT_TIMEOUT_SECONDS = env_int("TUNIX_EXPORT_TIMEOUT_SECONDS", 1800, minimum=1)
 TUNIX_DATASET_MAX_BYTES = env_int("TUNIX_DATASET_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 TUNIX_DATASET_MAX_RECORD_BYTES = env_int("TUNIX_DATASET_MAX_RECORD_BYTES", 1024 * 1024, minimum=64)
 # Local mode's training command (argv prefix; the run's config path is appended). The default

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import orjson
 from django.conf import settings
-from django.http import FileResponse, HttpRequest
+from django.http import FileResponse, HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -42,6 +42,7 @@ from rest_framework.views import APIView
 
 from runs import artifacts, authorization, model_catalog, selectors, services
 from runs.api import compare as compare_api
+from runs.api import exports as exports_api
 from runs.api import renderers
 from runs.api.parsers import require_content_length
 from runs.api.serializers import (
@@ -397,6 +398,63 @@ class RunViewSet(viewsets.ViewSet):
                 "artifacts directory on the worker host."
             )
         return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+
+    # Exports: a checkpoint as a Hugging Face model directory, written by a worker.
+
+    @extend_schema(
+        operation_id="run_exports",
+        request=exports_api.ExportRequestSerializer,
+        responses={
+            200: exports_api.ExportSerializer(many=True),
+            202: exports_api.ExportSerializer,
+            400: PROBLEM,
+            403: PROBLEM,
+            404: PROBLEM,
+            409: PROBLEM,
+        },
+        description="GET: the run's exports, newest first. POST: export a checkpoint (the "
+        "newest by default) on a worker: 202 with the export to poll, or 200 with the live "
+        "export of that checkpoint and format asked for before.",
+    )
+    @action(detail=True, methods=["get", "post"])
+    def exports(self, request: Request, run_id: str) -> Response:
+        if request.method == "GET":
+            run = _run_or_404(request, run_id)
+            items = [exports_api.export_item(request, e) for e in selectors.export_list(run=run)]
+            return Response(items)
+        body = exports_api.ExportRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        export, created = services.export_request(
+            user=request.user,
+            run_id=run_id,
+            step=body.validated_data.get("step"),
+            weights=body.validated_data["weights"],
+        )
+        item = exports_api.export_item(request, export)
+        code = http_status.HTTP_202_ACCEPTED if created else http_status.HTTP_200_OK
+        return Response(item, status=code, headers={"Location": item["url"]})
+
+    @extend_schema(
+        operation_id="run_export",
+        responses={200: exports_api.ExportSerializer, 404: PROBLEM},
+    )
+    @action(detail=True, url_path="exports/<str:export_id>", url_name="export")
+    def export(self, request: Request, run_id: str, export_id: str) -> Response:
+        export = exports_api.export_or_404(request, run_id, export_id)
+        return Response(exports_api.export_item(request, export))
+
+    @extend_schema(
+        operation_id="run_export_archive",
+        responses={(200, "application/x-tar"): OpenApiTypes.BINARY, 404: PROBLEM},
+        description="The completed export's files as one uncompressed tar, streamed (no size "
+        "limit: unlike an artifact download, it never sits in memory).",
+    )
+    @action(detail=True, url_path="exports/<str:export_id>/archive", url_name="export-archive")
+    def export_archive(
+        self, request: Request, run_id: str, export_id: str
+    ) -> StreamingHttpResponse:
+        export = exports_api.export_or_404(request, run_id, export_id)
+        return exports_api.archive_response(export)
 
     # Comparing runs: list-level actions, so the router puts tunix/runs/compare... before the
     # tunix/runs/<run_id> pattern that would otherwise take "compare" for a run id.

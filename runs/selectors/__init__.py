@@ -23,6 +23,7 @@ from django.utils import timezone
 from runs.models import (
     Dataset,
     ProcessMetrics,
+    RunExport,
     RunStatus,
     TunixRun,
     WorkerHeartbeat,
@@ -512,3 +513,21 @@ def queue_gauges() -> QueueGauges:
         newest_heartbeat_age_seconds=(now - newest).total_seconds() if newest else None,
         workers_foreign_key=fleet.foreign,
     )
+
+
+def export_list(*, run: TunixRun) -> list[RunExport]:
+    """A run's exports, newest first."""
+    return list(RunExport.objects.filter(run=run).select_related("run"))
+
+
+def export_get(
+    *, run_id: UUID | str, export_id: UUID | str, owner: int | None = None
+) -> RunExport | None:
+    """The export, if it is ``run_id``'s and (``owner`` set) that user launched the run."""
+    run_key, export_key = _as_uuid(run_id), _as_uuid(export_id)
+    if run_key is None or export_key is None:
+        return None
+    exports = RunExport.objects.select_related("run").filter(id=export_key, run_id=run_key)
+    if owner is not None:
+        exports = exports.filter(run__created_by_id=owner)
+    return exports.first()

@@ -10,6 +10,7 @@
 | execution | executing a claimed run through its backend (runs/execution/), sync runs |
 | recovery | re-queue, cancel, the reaper, worker heartbeats |
 | webhooks | webhook events, attempts and retries |
+| exports | a finished training's checkpoint as a Hugging Face directory, written by a worker |
 | telemetry | timed writes and this process's metrics row |
 
 Callers import from here (``from runs import services``); the modules import each other
@@ -33,6 +34,7 @@ from runs.services.execution import (
     run_worker_execute,
     worker_identity,
 )
+from runs.services.exports import EXPORT_FUNC, export_execute, export_files, export_request
 from runs.services.queue import TASK_FUNC, enqueue_run, task_queue, task_timeout_seconds
 from runs.services.recovery import (
     ReapReport,
@@ -62,6 +64,7 @@ from runs.services.webhooks import (
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "DELIVER_FUNC",
+    "EXPORT_FUNC",
     "TASK_FUNC",
     "TERMINAL_HOOKS",
     "Conflict",
@@ -77,6 +80,9 @@ __all__ = [
     "dataset_import",
     "dataset_path",
     "enqueue_run",
+    "export_execute",
+    "export_files",
+    "export_request",
     "record_run_event",
     "request_fingerprint",
     "run_cancel",

@@ -102,7 +102,7 @@ def build_site(*, dataset: Any) -> Site:
     from rest_framework.authtoken.models import Token
 
     from runs import artifacts
-    from runs.models import WorkerHeartbeat
+    from runs.models import RunExport, WorkerHeartbeat
     from tests.factories import (
         TunixRunFactory,
         UserFactory,
@@ -124,6 +124,11 @@ def build_site(*, dataset: Any) -> Site:
     directory = artifacts.run_directory(run)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text("{}")
+    export = RunExport.objects.create(
+        run=run, step=2, status="completed", sha256="0" * 64, size_bytes=2, created_by=visitor
+    )
+    (directory / export.directory).mkdir(parents=True)
+    (directory / export.directory / "config.json").write_text("{}")
     submitted_run(user=visitor)  # pending, with its queue task (the admin's queued-task pages)
     attempt = WebhookAttemptFactory(delivery__run=run, status_code=503)
     WebhookEndpointStateFactory()
@@ -148,11 +153,12 @@ def build_site(*, dataset: Any) -> Site:
         "run_id": str(run.id),
         "key": dataset.key,
         "name": "config.json",
+        "export_id": str(export.id),
         # The admin's view-on-site redirect names an object by its content type.
         "content_type_id": str(ContentType.objects.get_for_model(run).pk),
         "object_id": str(run.pk),  # where the view edits no model of its own (else: its row)
     }
-    for row in (run, dataset, attempt.delivery):
+    for row in (run, dataset, attempt.delivery, export):
         site.objects[type(row)] = row
     return site
 
