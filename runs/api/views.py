@@ -402,19 +402,27 @@ class RunViewSet(viewsets.ViewSet):
     # Exports: a checkpoint as a Hugging Face model directory, written by a worker.
 
     @extend_schema(
+        methods=["GET"],
         operation_id="run_exports",
+        request=None,
+        responses={200: exports_api.ExportSerializer(many=True), 404: PROBLEM},
+        description="The run's exports, newest first.",
+    )
+    @extend_schema(
+        methods=["POST"],
+        operation_id="run_export_create",
         request=exports_api.ExportRequestSerializer,
         responses={
-            200: exports_api.ExportSerializer(many=True),
+            200: exports_api.ExportSerializer,
             202: exports_api.ExportSerializer,
             400: PROBLEM,
             403: PROBLEM,
             404: PROBLEM,
             409: PROBLEM,
         },
-        description="GET: the run's exports, newest first. POST: export a checkpoint (the "
-        "newest by default) on a worker: 202 with the export to poll, or 200 with the live "
-        "export of that checkpoint and format asked for before.",
+        description="Export a checkpoint (the newest by default) on a worker: 202 with the "
+        "export to poll, or 200 with the live export of that checkpoint and format asked for "
+        "before.",
     )
     @action(detail=True, methods=["get", "post"])
     def exports(self, request: Request, run_id: str) -> Response:
