@@ -75,22 +75,11 @@ def artifact_path(run: TunixRun, relative: str) -> Path:
 
 
 def checkpoint_steps(run: TunixRun) -> list[int]:
-    """The steps of the run's complete checkpoints (Orbax's metadata written), in every
-    attempt, ascending: what an export may be asked for. GRPO keeps them under its algorithm's
-    checkpoint subdirectory (``actor``)."""
+    """The steps of the run's complete checkpoints, in every attempt, ascending: what an export
+    may be asked for (the trainer's layout; GRPO's under its algorithm's subdirectory)."""
+    from runs import trainer
     from runs.algorithms import ALGORITHMS
 
     algorithm = ALGORITHMS.get(run.algorithm)
     subdir = algorithm.checkpoint_subdir if algorithm else ""
-    root = run_directory(run) / "checkpoints"
-    if not root.is_dir():
-        return []
-    steps: set[int] = set()
-    for attempt in root.iterdir():
-        directory = attempt / subdir
-        if not attempt.name.startswith("attempt-") or not directory.is_dir():
-            continue
-        for step in directory.iterdir():
-            if step.name.isdigit() and (step / "_CHECKPOINT_METADATA").is_file():
-                steps.add(int(step.name))
-    return sorted(steps)
+    return sorted({c.step for c in trainer.find_checkpoints(run_directory(run), subdir)})

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from runs import model_catalog, trainer
-from runs.dryrun import ATTEMPT_PREFIX, CONFIG_FILE_NAME
+from runs.dryrun import CONFIG_FILE_NAME
 from runs.outcomes import Reason
 from runs.progress import ERROR_PREFIX, RESULT_PREFIX
 from runs.trainer import EXIT_REFUSED, TMP_PREFIX, TrainerError, emit
@@ -74,8 +74,6 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 TOKENIZER_MARKER = "tunix_rt_tokenizer.json"
 BASE_DIR = "base"
-CHECKPOINTS_DIR = "checkpoints"
-CHECKPOINT_DONE = "_CHECKPOINT_METADATA"  # Orbax writes it last: the checkpoint is complete
 # Files of a base checkpoint directory that are weights, in any framework: an export writes its
 # own and copies the rest (config, tokenizer, generation config, licence).
 WEIGHT_SUFFIXES = (".safetensors", ".index.json", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -118,33 +116,9 @@ LLAMA3_NAMES: tuple[tuple[re.Pattern[str], str, int | None], ...] = (
 # --------------------------------------------------------------------------- checkpoints
 
 
-@dataclass(frozen=True, order=True)
-class Checkpoint:
-    attempt: int
-    step: int
-    path: Path  # <run dir>/checkpoints/attempt-<n>/<subdir>/<step>
-
-
-def attempt_number(name: str) -> int | None:
-    suffix = name.removeprefix(ATTEMPT_PREFIX)
-    return int(suffix) if name.startswith(ATTEMPT_PREFIX) and suffix.isdigit() else None
-
-
-def find_checkpoints(run_dir: Path, subdir: str = "") -> list[Checkpoint]:
-    """Every complete checkpoint of every attempt of the run, oldest attempt and step first.
-    ``subdir`` is where the algorithm's Tunix trainer keeps them under an attempt's directory
-    (GRPO's ``actor``; "" for SFT and DPO)."""
-    found = []
-    root = run_dir / CHECKPOINTS_DIR
-    for attempt_dir in root.iterdir() if root.is_dir() else ():
-        attempt = attempt_number(attempt_dir.name)
-        steps = attempt_dir / subdir
-        if attempt is None or not steps.is_dir():
-            continue
-        for step_dir in steps.iterdir():
-            if step_dir.name.isdigit() and (step_dir / CHECKPOINT_DONE).is_file():
-                found.append(Checkpoint(attempt, int(step_dir.name), step_dir))
-    return sorted(found)
+# The checkpoint layout is the trainer's (it writes and resumes from it).
+Checkpoint = trainer.Checkpoint
+find_checkpoints = trainer.find_checkpoints
 
 
 def choose_checkpoint(found: Sequence[Checkpoint], step: int | None, run_id: str) -> Checkpoint:

@@ -95,10 +95,6 @@ def ranking_metrics() -> dict[str, str]:
     return {**RANKING_METRICS, **{key: signals.get(key, key) for key in algorithm_results()}}
 
 
-def all_series() -> tuple[str, ...]:
-    return (*SERIES, *algorithm_signals())
-
-
 def all_result_keys() -> tuple[str, ...]:
     return (*RESULT_KEYS, *algorithm_results())
 

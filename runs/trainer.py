@@ -415,29 +415,48 @@ def read_plan(config_path: Path) -> Plan:
     )
 
 
-def _attempt_number(directory: Path) -> int | None:
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_DONE = "_CHECKPOINT_METADATA"  # Orbax writes it last: the checkpoint is complete
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    attempt: int
+    step: int
+    path: Path  # <run dir>/checkpoints/attempt-<n>/<subdir>/<step>
+
+
+def attempt_number(directory: Path) -> int | None:
     suffix = directory.name.removeprefix(ATTEMPT_PREFIX)
     return int(suffix) if directory.name.startswith(ATTEMPT_PREFIX) and suffix.isdigit() else None
 
 
-def newest_earlier_checkpoint(checkpoints: Path, subdir: str = "") -> Path | None:
-    """The newest complete checkpoint (``<subdir>/<step>`` with Orbax's metadata written) of
-    the attempts before the one writing to ``checkpoints``: where a re-queued training
-    resumes. ``subdir`` is where the algorithm's Tunix trainer keeps them under its
-    checkpoint root (GRPO's RL cluster: ``actor``; SFT and DPO: the root itself)."""
-    current = _attempt_number(checkpoints)
-    if current is None or not checkpoints.parent.is_dir():
-        return None
-    found: list[tuple[int, int, Path]] = []
-    for attempt_dir in checkpoints.parent.iterdir():
-        attempt = _attempt_number(attempt_dir)
-        steps_dir = attempt_dir / subdir
-        if attempt is None or attempt >= current or not steps_dir.is_dir():
+def find_checkpoints(run_dir: Path, subdir: str = "") -> list[Checkpoint]:
+    """Every complete checkpoint of every attempt of the run, oldest attempt and step first.
+    ``subdir`` is where the algorithm's Tunix trainer keeps them under an attempt's directory
+    (GRPO's RL cluster: ``actor``; "" for SFT and DPO)."""
+    found = []
+    root = run_dir / CHECKPOINTS_DIR
+    for attempt_dir in root.iterdir() if root.is_dir() else ():
+        attempt = attempt_number(attempt_dir)
+        steps = attempt_dir / subdir
+        if attempt is None or not steps.is_dir():
             continue
-        for step_dir in steps_dir.iterdir():
-            if step_dir.name.isdigit() and (step_dir / "_CHECKPOINT_METADATA").is_file():
-                found.append((int(step_dir.name), attempt, step_dir))
-    return max(found)[2] if found else None
+        for step_dir in steps.iterdir():
+            if step_dir.name.isdigit() and (step_dir / CHECKPOINT_DONE).is_file():
+                found.append(Checkpoint(attempt, int(step_dir.name), step_dir))
+    return sorted(found)
+
+
+def newest_earlier_checkpoint(checkpoints: Path, subdir: str = "") -> Path | None:
+    """The newest complete checkpoint of the attempts before the one writing to
+    ``checkpoints`` (``<run dir>/checkpoints/attempt-<n>``): where a re-queued training
+    resumes."""
+    current = attempt_number(checkpoints)
+    if current is None:
+        return None
+    earlier = [c for c in find_checkpoints(checkpoints.parents[1], subdir) if c.attempt < current]
+    return max(earlier, key=lambda c: (c.step, c.attempt)).path if earlier else None
 
 
 def seed_from_earlier_attempt(plan: Plan, subdir: str = "") -> int | None:
@@ -618,6 +637,22 @@ def run_optimizer(plan: Plan) -> Any:
 
     rate = float(plan.hyper.get("learning_rate") or plan.model.learning_rate)
     return optax.inject_hyperparams(optax.adamw)(learning_rate=rate)
+
+
+def quiet_hooks() -> type[Any]:
+    """Tunix's TrainingHooks with every hook doing nothing (all six are abstract): a trainer's
+    reporting hooks override the ones they use."""
+    from tunix.sft import hooks
+
+    class Quiet(hooks.TrainingHooks):  # type: ignore[misc]
+        def on_train_start(self, _trainer: Any) -> None: ...
+        def on_train_end(self, _trainer: Any) -> None: ...
+        def on_train_step_start(self, _trainer: Any) -> None: ...
+        def on_train_step_end(self, _trainer: Any, _step: int, _loss: Any) -> None: ...
+        def on_eval_step_start(self, _trainer: Any) -> None: ...
+        def on_eval_step_end(self, _trainer: Any, _eval_loss: Any) -> None: ...
+
+    return Quiet
 
 
 def current_learning_rate(tunix_trainer: Any) -> float | None:
@@ -884,7 +919,7 @@ def train_sft(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
 
     import jax
     import numpy as np
-    from tunix.sft import hooks, peft_trainer
+    from tunix.sft import peft_trainer
     from tunix.utils import mesh as mesh_lib
 
     batch_size = int(hyper["batch_size"])
@@ -950,11 +985,7 @@ def train_sft(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     throughput = Throughput(step_tokens, first_step=resumed_from)
     evaluating_since: list[float] = []  # when the running evaluation's first batch started
 
-    class Report(hooks.TrainingHooks):  # type: ignore[misc]
-        def on_train_start(self, _trainer: Any) -> None: ...
-        def on_train_end(self, _trainer: Any) -> None: ...
-        def on_train_step_start(self, _trainer: Any) -> None: ...
-
+    class Report(quiet_hooks()):  # type: ignore[misc]
         def on_train_step_end(self, tunix_trainer: Any, step: int, loss: Any) -> None:
             batch_loss = float(np.mean(np.asarray(loss)))  # waits for the step to finish
             extra = {"tokens_per_second": throughput.report(int(step))}

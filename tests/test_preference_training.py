@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +15,6 @@ import pytest
 from runs import model_catalog, trainer, training_config
 from runs.algorithms import preference
 from runs.algorithms.preference import Pair
-from runs.progress import LineSplitter
 from tests.support.clusters import REPO_ROOT
 from tests.test_trainer import TrainerOutput, run_trainer
 
@@ -66,27 +63,9 @@ def eval_losses(progress: TrainerOutput) -> list[float]:
 
 
 def run_with_stdout(config: Path) -> tuple[int, TrainerOutput, str, str]:
-    """run_trainer, keeping the trainer's plain output lines too."""
-    plain: list[str] = []
-
-    class Output(TrainerOutput):
-        def feed_line(self, line: str) -> None:
-            plain.append(line)
-            super().feed_line(line)
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "runs.trainer", str(config)],
-        cwd=config.parent,
-        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        timeout=240,
-        check=False,
-    )
-    tracker = Output()
-    lines = LineSplitter(tracker.feed_line)
-    lines.feed(proc.stdout)
-    lines.close()
-    return proc.returncode, tracker, "\n".join(plain), proc.stderr.decode(errors="replace")
+    """run_trainer, with the trainer's stdout lines joined as a third value."""
+    code, output, stderr = run_trainer(config)
+    return code, output, "\n".join(output.lines), stderr
 
 
 # --------------------------------------------------------------------------- tokenization

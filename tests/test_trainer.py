@@ -59,8 +59,10 @@ class TrainerOutput(ProgressTracker):
 
     payload: dict[str, Any] | None = None
     progress_lines: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # every stdout line, as written
 
     def feed_line(self, line: str) -> None:
+        self.lines.append(line)
         if line.startswith(RESULT_PREFIX):
             self.payload = json.loads(line.removeprefix(RESULT_PREFIX))
         elif line.startswith(PROGRESS_PREFIX):

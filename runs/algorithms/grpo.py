@@ -181,7 +181,7 @@ def train_grpo(plan: trainer.Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.rl.grpo import grpo_learner
     from tunix.rl.rollout import base_rollout
-    from tunix.sft import hooks, metrics_logger
+    from tunix.sft import metrics_logger
     from tunix.utils import mesh as mesh_lib
 
     batch_size = int(hyper["batch_size"])
@@ -284,13 +284,7 @@ def train_grpo(plan: trainer.Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     report_step = trainer.step_reporter(total_steps, seen)
     reward_window = LossWindow()
 
-    class Report(hooks.TrainingHooks):  # type: ignore[misc]
-        def on_train_start(self, _trainer: Any) -> None: ...
-        def on_train_end(self, _trainer: Any) -> None: ...
-        def on_train_step_start(self, _trainer: Any) -> None: ...
-        def on_eval_step_start(self, _trainer: Any) -> None: ...
-        def on_eval_step_end(self, _trainer: Any, _eval_loss: Any) -> None: ...
-
+    class Report(trainer.quiet_hooks()):  # type: ignore[misc]
         def on_train_step_end(self, tunix_trainer: Any, step: int, loss: Any) -> None:
             extra: dict[str, float] = {}
             rate = trainer.current_learning_rate(tunix_trainer)

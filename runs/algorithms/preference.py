@@ -269,7 +269,6 @@ def train_preference(plan: Plan, *, algorithm: str, resumed_from: int) -> dict[s
 
     import jax
     import numpy as np
-    from tunix.sft import hooks
     from tunix.sft.dpo import dpo_trainer
     from tunix.utils import mesh as mesh_lib
 
@@ -353,11 +352,7 @@ def train_preference(plan: Plan, *, algorithm: str, resumed_from: int) -> dict[s
     throughput = trainer.Throughput(step_tokens, first_step=resumed_from)
     evaluating_since: list[float] = []  # when the running evaluation's first batch started
 
-    class Report(hooks.TrainingHooks):  # type: ignore[misc]
-        def on_train_start(self, _trainer: Any) -> None: ...
-        def on_train_end(self, _trainer: Any) -> None: ...
-        def on_train_step_start(self, _trainer: Any) -> None: ...
-
+    class Report(trainer.quiet_hooks()):  # type: ignore[misc]
         def on_train_step_end(self, run: Any, step: int, loss: Any) -> None:
             batch_loss = float(np.mean(np.asarray(loss)))
             extra = {"tokens_per_second": throughput.report(int(step))}
