@@ -165,6 +165,26 @@ class TunixRun(models.Model):
         related_name="tunix_runs",
         db_index=False,
     )
+    # A run that continues from an earlier run's export (model_id "exports:/<id>") or from a
+    # registered version ("models:/<name>/<n>", "models:/<name>@<alias>", stored pinned to the
+    # version the alias named at submit). PROTECT: what a run trained from cannot disappear.
+    # Partial indexes below: almost every run has neither, and the submit path pays for none.
+    base_export = models.ForeignKey(
+        "RunExport",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="continued_by",
+        db_index=False,
+    )
+    base_version = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="continued_by",
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -182,6 +202,16 @@ class TunixRun(models.Model):
             ),
             models.Index(
                 fields=["heartbeat_at"], condition=Q(status="running"), name="run_running_idx"
+            ),
+            models.Index(
+                fields=["base_export"],
+                condition=Q(base_export__isnull=False),
+                name="run_base_export_idx",
+            ),
+            models.Index(
+                fields=["base_version"],
+                condition=Q(base_version__isnull=False),
+                name="run_base_version_idx",
             ),
         ]
         constraints = [
@@ -228,6 +258,11 @@ class TunixRun(models.Model):
                 fields=["created_by", "client_request_id"],
                 condition=Q(client_request_id__isnull=False),
                 name="run_client_request_id_unique",
+            ),
+            # A registered version is always one export: the run names both.
+            models.CheckConstraint(
+                condition=Q(base_version__isnull=True) | Q(base_export__isnull=False),
+                name="run_base_version_has_export",
             ),
         ]
 
@@ -328,6 +363,252 @@ class RunExport(models.Model):
 
 
 EXPORTS_DIR = "exports"
+
+# Lower case, digits, ".", "_" and "-": a registered model's name is a URL path segment and the
+# <name> of "models:/<name>/<n>".
+REGISTRY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+# An alias starts with a letter, so "models:/m/3" (a version) and "models:/m@prod" never mix.
+ALIAS_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+# Resolves to the highest version without being stored: no row may take the name.
+LATEST_ALIAS = "latest"
+
+
+class RegisteredModel(models.Model):
+    """A name that versions of trained weights are promoted under (runs/services/registry.py)."""
+
+    name = models.CharField(
+        max_length=100, unique=True, validators=[RegexValidator(REGISTRY_NAME_PATTERN)]
+    )
+    description = models.TextField(blank=True, default="")
+    # The next version number is taken by an UPDATE of this row (one writer at a time per
+    # model), so two concurrent promotions get distinct numbers without a read-then-write.
+    latest_number = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(name__regex=REGISTRY_NAME_PATTERN), name="registry_name_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    """One content-addressed version of a registered model: an export's files, named by the
+    export's sha256. The same content promoted again is this version, not a new one.
+
+    Lineage is copied from the run when it is promoted (dataset, its sha256, config, algorithm,
+    base model, final metrics): what the version is stays readable as it was, whatever later
+    happens to the run's row."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    export = models.ForeignKey(RunExport, on_delete=models.PROTECT, related_name="versions")
+    run = models.ForeignKey(
+        TunixRun, on_delete=models.PROTECT, related_name="model_versions", db_index=False
+    )
+    step = models.PositiveIntegerField()
+    weights = models.CharField(max_length=16, choices=ExportWeights.choices)
+    algorithm = models.CharField(max_length=16, choices=ALGORITHM_CHOICES)
+    base_model_id = models.CharField(max_length=256)
+    dataset_key = models.CharField(max_length=128)
+    dataset_sha256 = models.CharField(max_length=64)
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True, default="")
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    promoted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "number"], name="version_number_unique"),
+            models.UniqueConstraint(fields=["model", "sha256"], name="version_content_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="version_number_positive"),
+            models.CheckConstraint(
+                condition=Q(sha256__regex=r"^[0-9a-f]{64}$"), name="version_sha256_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["run"], name="version_run_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}/{self.number}"
+
+    @property
+    def uri(self) -> str:
+        """What a run names it by as its base model."""
+        return f"models:/{self.model.name}/{self.number}"
+
+
+class ModelAlias(models.Model):
+    """A movable name (candidate, production, …) for one version of a model."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="aliases")
+    name = models.CharField(max_length=64, validators=[RegexValidator(ALIAS_NAME_PATTERN)])
+    # PROTECT: a version an alias names cannot be deleted (the alias must move first).
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "name"]
+        verbose_name_plural = "model aliases"
+        constraints = [
+            models.UniqueConstraint(fields=["model", "name"], name="alias_name_unique"),
+            models.CheckConstraint(
+                condition=Q(name__regex=ALIAS_NAME_PATTERN) & ~Q(name=LATEST_ALIAS),
+                name="alias_name_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}@{self.name}"
+
+
+class AliasMove(models.Model):
+    """Every change of an alias, kept by version number (a version may later be deleted):
+    from_number null = the alias was created, to_number null = it was removed."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="alias_moves")
+    alias = models.CharField(max_length=64)
+    from_number = models.PositiveIntegerField(null=True, blank=True)
+    to_number = models.PositiveIntegerField(null=True, blank=True)
+    moved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    moved_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-moved_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(from_number__isnull=False) | Q(to_number__isnull=False),
+                name="alias_move_moves",
+            ),
+        ]
+        indexes = [models.Index(fields=["model", "alias", "-moved_at"], name="alias_move_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.alias}: {self.from_number} -> {self.to_number}"
+
+
+class SampleStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"
+    FAILED = "failed", "failed"
+
+
+class Sample(models.Model):
+    """One try-it completion: a prompt given to a finished run's checkpoint or to a registered
+    version, generated by a worker (runs/sample.py) and polled by the page or the API."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(
+        TunixRun, null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
+    )
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
+    )
+    step = models.PositiveIntegerField(null=True, blank=True)  # the run's checkpoint sampled
+    prompt = models.TextField()
+    max_new_tokens = models.PositiveIntegerField()
+    temperature = models.FloatField()
+    seed = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=SampleStatus.choices, default=SampleStatus.PENDING
+    )
+    completion = models.TextField(blank=True, default="")
+    # Seconds: loading the weights and compiling the sampler, then generating; reported apart
+    # because the first is the model's cost and the second the sample's.
+    load_seconds = models.FloatField(null=True, blank=True)
+    generate_seconds = models.FloatField(null=True, blank=True)
+    error_reason = models.CharField(
+        max_length=32, choices=FailureReason.choices, blank=True, default=FailureReason.NONE
+    )
+    error_message = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Exactly one of the two: a run's checkpoint or a registered version.
+            models.CheckConstraint(
+                condition=Q(run__isnull=False, version__isnull=True)
+                | Q(run__isnull=True, version__isnull=False),
+                name="sample_one_source",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=SampleStatus.values), name="sample_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=SampleStatus.FAILED) | ~Q(error_reason=""),
+                name="sample_failed_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[SampleStatus.COMPLETED, SampleStatus.FAILED],
+                    completed_at__isnull=False,
+                )
+                | Q(
+                    status__in=[SampleStatus.PENDING, SampleStatus.RUNNING],
+                    completed_at__isnull=True,
+                ),
+                name="sample_completed_at_iff_done",
+            ),
+            models.CheckConstraint(condition=Q(max_new_tokens__gte=1), name="sample_tokens"),
+        ]
+
+    def __str__(self) -> str:
+        return f"sample {self.id} ({self.status})"
+
+    @property
+    def seconds(self) -> float | None:
+        """Submit to answer, as the person who asked waited for it."""
+        return duration_seconds(self.created_at, self.completed_at)
 
 
 class WorkerHeartbeat(models.Model):
