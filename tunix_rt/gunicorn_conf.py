@@ -32,5 +32,7 @@ max_requests = 1_000_000
 max_requests_jitter = 100_000
 forwarded_allow_ips = os.environ.get("TUNIX_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("TUNIX_WEB_ACCESS_LOG") or None
+# Builds only the access-log fields the format names (gunicorn's builds all of them per request).
+logger_class = "tunix_rt.gunicorn_logging.AccessLogger"
 errorlog = "-"
 loglevel = os.environ.get("TUNIX_WEB_LOG_LEVEL", "info")
