@@ -1,5 +1,5 @@
-"""Who may view, launch and cancel runs, and upload datasets: one policy that services,
-selectors, the API, the pages and the admin all ask.
+"""Who may view, launch and cancel runs, upload datasets and write the model registry: one
+policy that services, selectors, the API, the pages and the admin all ask.
 
 ``None`` as the user is the system itself (a management command, the reaper, a worker): it may
 do anything. An anonymous user may do nothing.
@@ -18,6 +18,10 @@ VIEW_ALL_RUNS = "runs.view_tunixrun"
 LAUNCH_RUNS = "runs.add_tunixrun"
 CANCEL_ANY_RUN = "runs.change_tunixrun"
 UPLOAD_DATASETS = "runs.add_dataset"
+# The model registry: promoting a run's export to a version, and moving aliases, deleting
+# versions and editing a model's description (the last can repoint what "production" serves).
+PROMOTE_MODELS = "runs.add_modelversion"
+MANAGE_REGISTRY = "runs.change_registeredmodel"
 
 
 def real_user(user: UserLike) -> User | None:
@@ -57,3 +61,13 @@ def can_cancel(user: UserLike, run: Any) -> bool:
 
 def can_upload_datasets(user: UserLike) -> bool:
     return _has(user, UPLOAD_DATASETS)
+
+
+def can_promote(user: UserLike) -> bool:
+    """Promote a run (that this user may see) to a registered model's version."""
+    return _has(user, PROMOTE_MODELS)
+
+
+def can_manage_registry(user: UserLike) -> bool:
+    """Set, move and remove aliases, delete versions and models, edit descriptions."""
+    return _has(user, MANAGE_REGISTRY)

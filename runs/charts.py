@@ -1,11 +1,12 @@
-"""Line charts as plain SVG coordinates: axes with round-numbered ticks, several series, a
-legend. The pages draw them with no script (they work with JavaScript off and under the CSP);
-this module only does the arithmetic, so it needs no Django."""
+"""Line charts, scatters and parallel coordinates as plain SVG coordinates: axes with
+round-numbered ticks, several series, a legend. The pages draw them with no script (they work
+with JavaScript off and under the CSP); this module only does the arithmetic, so it needs no
+Django."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 PALETTE_SIZE = 8  # colours c0..c7 in static/runs/app.css; more series reuse them
@@ -135,4 +136,234 @@ def layout(lines: Sequence[Line], width: int = WIDTH, height: int = HEIGHT) -> C
         high=max(values),
         first_step=min(steps),
         last_step=max(steps),
+    )
+
+
+# A sweep's charts: the metric against each searched parameter (a small scatter each), and
+# parallel coordinates (an axis a parameter and one for the metric, a line a trial).
+SMALL_WIDTH, SMALL_HEIGHT = 320, 200
+PARALLEL_HEIGHT = 280
+PARALLEL_TOP = 28  # room above the axes for their names
+LINEAR, LOG, CATEGORY = "linear", "log", "category"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How values sit along an axis: linear, log (a log-scale parameter's range spans decades:
+    linear, most trials would crowd one end), or category (``categories`` in order; a value is
+    its index)."""
+
+    kind: str = LINEAR
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mark:
+    x: float
+    y: float
+    label: str  # what the mark is, for the title a pointer shows
+    state: str  # the trial's status ("completed", "pruned", ...)
+    colour: int = 0
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class DrawnMark:
+    cx: float
+    cy: float
+    label: str
+    state: str
+    colour: int
+    best: bool
+
+
+@dataclass(frozen=True)
+class Scatter:
+    width: int
+    height: int
+    left: int
+    top: int
+    right: int
+    bottom: int
+    x_ticks: list[Tick]
+    y_ticks: list[Tick]
+    marks: list[DrawnMark]
+
+
+@dataclass(frozen=True)
+class Path:
+    label: str
+    values: Sequence[float | None]  # one a coordinate; None where the trial has no value
+    state: str
+    colour: int = 0
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class DrawnAxis:
+    x: float
+    label: str
+    ticks: list[Tick]  # at: y in pixels
+
+
+@dataclass(frozen=True)
+class DrawnPath:
+    label: str
+    state: str
+    colour: int
+    best: bool
+    # "x,y x,y ..." per unbroken run of values: a missing value (a pruned trial has no final
+    # metric) breaks the line rather than joining its neighbours across it.
+    segments: list[str]
+    marks: list[tuple[float, float]]  # single values with no neighbour to join
+    count: int  # values drawn
+
+
+@dataclass(frozen=True)
+class Parallel:
+    width: int
+    height: int
+    top: int
+    bottom: int
+    axes: list[DrawnAxis]
+    paths: list[DrawnPath]
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Powers of ten covering [low, high] (both positive), with 2 and 5 times them in between
+    when the range spans two decades or less."""
+    first = math.floor(math.log10(low))
+    last = math.ceil(math.log10(high))
+    if last == first:
+        last += 1
+    multiples = (1, 2, 5) if last - first <= 2 else (1,)
+    candidates = sorted(
+        float(f"{10.0**exponent * m:.12g}")
+        for exponent in range(first, last + 1)
+        for m in multiples
+    )
+    below = max(c for c in candidates if c <= low * (1 + 1e-9))
+    above = min(c for c in candidates if c >= high * (1 - 1e-9))
+    return [c for c in candidates if below <= c <= above]
+
+
+def _positions(
+    values: Sequence[float], scale: Scale
+) -> tuple[list[tuple[float, str]], Callable[[float], float]]:
+    """An axis's ticks (fraction along it, label) and its map from a value to a fraction."""
+    if scale.kind == CATEGORY:
+        count = len(scale.categories) or 1
+
+        def slot(value: float) -> float:
+            return (value + 0.5) / count
+
+        return [(slot(i), label) for i, label in enumerate(scale.categories)], slot
+    if not values:
+        return [], lambda value: 0.5
+    if scale.kind == LOG and min(values) > 0:
+        ticks = log_ticks(min(values), max(values))
+        low, high = math.log10(ticks[0]), math.log10(ticks[-1])
+
+        def along_log(value: float) -> float:
+            return (math.log10(value) - low) / ((high - low) or 1.0)
+
+        return [(along_log(t), f"{t:g}") for t in ticks], along_log
+    ticks = nice_ticks(min(values), max(values))
+    spacing = (ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    start, end = ticks[0], ticks[-1]
+
+    def along(value: float) -> float:
+        return (value - start) / ((end - start) or 1.0)
+
+    return [(along(t), tick_label(t, spacing)) for t in ticks], along
+
+
+def scatter(
+    marks: Sequence[Mark],
+    *,
+    x_scale: Scale = Scale(),  # frozen: one shared default is safe
+    width: int = SMALL_WIDTH,
+    height: int = SMALL_HEIGHT,
+) -> Scatter | None:
+    """Pixel positions for ``marks`` (x on ``x_scale``, y linear); None without a mark."""
+    if not marks:
+        return None
+    right, bottom = width - RIGHT, height - BOTTOM
+    x_ticks, x_at = _positions([m.x for m in marks], x_scale)
+    y_ticks, y_at = _positions([m.y for m in marks], Scale())
+
+    def x(value: float) -> float:
+        return round(LEFT + x_at(value) * (right - LEFT), 1)
+
+    def y(value: float) -> float:
+        return round(bottom - y_at(value) * (bottom - TOP), 1)
+
+    return Scatter(
+        width=width,
+        height=height,
+        left=LEFT,
+        top=TOP,
+        right=right,
+        bottom=bottom,
+        x_ticks=[Tick(round(LEFT + at * (right - LEFT), 1), label) for at, label in x_ticks],
+        y_ticks=[Tick(round(bottom - at * (bottom - TOP), 1), label) for at, label in y_ticks],
+        marks=[
+            DrawnMark(x(m.x), y(m.y), m.label, m.state, m.colour % PALETTE_SIZE, m.best)
+            # The best last, so it is drawn over the marks it may hide.
+            for m in sorted(marks, key=lambda m: m.best)
+        ],
+    )
+
+
+def parallel(
+    axes: Sequence[tuple[str, Scale]],
+    paths: Sequence[Path],
+    *,
+    width: int = WIDTH,
+    height: int = PARALLEL_HEIGHT,
+) -> Parallel | None:
+    """Parallel coordinates: ``axes`` (name, scale) evenly spaced left to right, each path a
+    polyline through its values; None without an axis or a path."""
+    if not axes or not paths:
+        return None
+    top, bottom = PARALLEL_TOP, height - TOP
+    step = (width - LEFT - LEFT) / max(1, len(axes) - 1)
+    xs = [round(LEFT + i * step, 1) if len(axes) > 1 else width / 2 for i in range(len(axes))]
+    drawn_axes: list[DrawnAxis] = []
+    maps: list[Callable[[float], float]] = []
+    for index, (name, scale) in enumerate(axes):
+        values = [float(v) for p in paths if (v := p.values[index]) is not None]
+        ticks, at = _positions(values, scale)
+        maps.append(at)
+        drawn_axes.append(
+            DrawnAxis(
+                x=xs[index],
+                label=name,
+                ticks=[Tick(round(bottom - f * (bottom - top), 1), label) for f, label in ticks],
+            )
+        )
+    drawn_paths = []
+    for path in paths:
+        runs: list[list[tuple[float, float]]] = [[]]
+        for index, value in enumerate(path.values):
+            if value is None:
+                runs.append([])
+                continue
+            y = round(bottom - maps[index](float(value)) * (bottom - top), 1)
+            runs[-1].append((xs[index], y))
+        joined = [r for r in runs if len(r) > 1]
+        drawn_paths.append(
+            DrawnPath(
+                label=path.label,
+                state=path.state,
+                colour=path.colour % PALETTE_SIZE,
+                best=path.best,
+                segments=[" ".join(f"{a},{b}" for a, b in r) for r in joined],
+                marks=[r[0] for r in runs if len(r) == 1],
+                count=sum(len(r) for r in runs),
+            )
+        )
+    drawn_paths.sort(key=lambda p: p.best)  # the best drawn last, over the others
+    return Parallel(
+        width=width, height=height, top=top, bottom=bottom, axes=drawn_axes, paths=drawn_paths
     )

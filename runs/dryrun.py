@@ -30,6 +30,39 @@ class DryRunOutcome:
     summary: str
 
 
+# A full or merged export: its weights (one file: Tunix RT's exports never shard) and config.
+BASE_EXPORT_FILES = ("model.safetensors", "config.json")
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Earlier weights a run continues from (runs/selectors/bases.py resolved them)."""
+
+    export_dir: Path  # absolute: a Hugging Face directory an export wrote
+    family: str | None  # model_catalog's ("tiny" for the preset's); None outside the catalog
+    base_model_id: str  # the catalog model the weights began as
+
+
+def base_problem(model: dict[str, Any]) -> str | None:
+    """Why the trainer could not load the base export the spec names (None: it looks whole,
+    or the run starts from a catalog model). Files only: no JAX."""
+    directory = model.get("export_dir")
+    if not directory:
+        return None
+    path = Path(directory)
+    if not path.is_absolute():
+        return f"{model['id']}: the export directory must be an absolute path"
+    missing = [
+        name for name in BASE_EXPORT_FILES if not path.is_dir() or not (path / name).is_file()
+    ]
+    if missing:
+        return (
+            f"{model['id']}: the export directory {path} lacks {', '.join(missing)} on this "
+            "worker host (its artifacts root must be the one the export was written to)"
+        )
+    return None
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
@@ -58,12 +91,19 @@ def training_spec(
     allow_download: bool = False,
     resume: bool = True,
     algorithm: str = training_config.SFT,
+    base: BaseSpec | None = None,
 ) -> dict[str, Any]:
     """The config file the Tunix trainer reads; all paths absolute. Checkpoints and metrics go
     to a fresh directory per attempt: Tunix resumes from any checkpoint it finds."""
     model: dict[str, Any] = {"id": model_id}
     if checkpoint_dir is not None:
         model.update(checkpoint_dir=str(checkpoint_dir), allow_download=allow_download)
+    if base is not None:
+        model.update(
+            family=base.family,
+            export_dir=str(base.export_dir),
+            base_model_id=base.base_model_id,
+        )
     return {
         "run_id": run_id,
         "mode": mode,
@@ -127,6 +167,10 @@ def dry_run(
         detail = "; ".join(f"{name}: {reason}" for name, reason in sorted(errors.items()))
         return DryRunOutcome(False, Reason.CONFIG_INVALID, f"invalid hyperparameters: {detail}", "")
 
+    problem = base_problem(spec["model"])
+    if problem is not None:
+        return DryRunOutcome(False, Reason.MODEL_UNAVAILABLE, problem, "")
+
     write_json_atomic(config_path, {**spec, "training": config})
 
     eval_records = int(stats.record_count * config["eval_fraction"])
@@ -139,6 +183,11 @@ def dry_run(
         "Dry run: OK (nothing was trained)",
         f"algorithm:        {algorithm}",
         f"model:            {spec['model']['id']}",
+        *(
+            [f"continues from:   {spec['model']['export_dir']} ({spec['model']['family']})"]
+            if spec["model"].get("export_dir")
+            else []
+        ),
         f"dataset:          {spec['dataset']['key']} ({stats.format})",
         f"records:          {stats.record_count} ({train_records} train / {eval_records} eval)",
         f"size:             {stats.size_bytes} bytes, sha256 {stats.sha256}",

@@ -111,6 +111,15 @@ def default_learning_rate(model_id: str) -> float:
     return entry.learning_rate if entry is not None else DEFAULT_LEARNING_RATE
 
 
+def family_learning_rate(family: str | None) -> float:
+    """The default for weights of ``family`` trained further: a tiny preset's weights were
+    trained at the preset's rate and keep it."""
+    return TINY_LEARNING_RATE if family == TINY_FAMILY else DEFAULT_LEARNING_RATE
+
+
+FAMILIES = frozenset(entry.family for entry in CATALOG.values())
+
+
 def unknown_model_message(model_id: str) -> str:
     return (
         f"unknown model {model_id!r}: local training supports {TINY_MODEL_ID} (tiny preset) "

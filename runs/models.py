@@ -14,6 +14,7 @@ from django.utils import timezone
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.execution.registry import MODES
 from runs.outcomes import REASON_LABELS, Ending, Reason
+from runs.tuning import DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 # name-version, lower case; no slash, no leading dot, so a key is always a plain file name.
 DATASET_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
@@ -97,6 +98,7 @@ class FailureReason(models.TextChoices):
     TIMEOUT = Reason.TIMEOUT.value, REASON_LABELS[Reason.TIMEOUT]
     WORKER_LOST = Reason.WORKER_LOST.value, REASON_LABELS[Reason.WORKER_LOST]
     INTERNAL_ERROR = Reason.INTERNAL_ERROR.value, REASON_LABELS[Reason.INTERNAL_ERROR]
+    PRUNED = Reason.PRUNED.value, REASON_LABELS[Reason.PRUNED]
 
 
 def duration_seconds(started_at: datetime | None, completed_at: datetime | None) -> float | None:
@@ -185,6 +187,17 @@ class TunixRun(models.Model):
         related_name="continued_by",
         db_index=False,
     )
+    # A trial of a hyperparameter sweep (runs/services/sweeps.py), numbered from 0 within it.
+    # Indexed by the unique constraint below, whose leading column it is.
+    sweep = models.ForeignKey(
+        "Sweep",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="trials",
+        db_index=False,
+    )
+    trial_number = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -263,6 +276,18 @@ class TunixRun(models.Model):
             models.CheckConstraint(
                 condition=Q(base_version__isnull=True) | Q(base_export__isnull=False),
                 name="run_base_version_has_export",
+            ),
+            # One run per trial number: two askers racing for the same trial cannot both
+            # insert it.
+            models.UniqueConstraint(
+                fields=["sweep", "trial_number"],
+                condition=Q(sweep__isnull=False),
+                name="run_sweep_trial_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(sweep__isnull=True, trial_number__isnull=True)
+                | Q(sweep__isnull=False, trial_number__isnull=False),
+                name="run_sweep_has_trial_number",
             ),
         ]
 
@@ -660,7 +685,22 @@ class WebhookDelivery(models.Model):
     the same event carry the same id; the unique constraint makes it one event per transition."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    run = models.ForeignKey(TunixRun, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # The run a run.* event is about, or the sweep a sweep.* event is about: exactly one.
+    run = models.ForeignKey(
+        TunixRun,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+    )
+    sweep = models.ForeignKey(
+        "Sweep",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+        db_index=False,  # the unique constraint's index leads with it
+    )
     event_type = models.CharField(max_length=32)
     endpoint = models.CharField(max_length=2000)
     payload = models.JSONField()
@@ -681,6 +721,16 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["run", "event_type", "endpoint"], name="webhook_one_event_per_endpoint"
+            ),
+            models.UniqueConstraint(
+                fields=["sweep", "event_type", "endpoint"],
+                condition=Q(sweep__isnull=False),
+                name="webhook_one_sweep_event_per_endpoint",
+            ),
+            models.CheckConstraint(
+                condition=Q(run__isnull=False, sweep__isnull=True)
+                | Q(run__isnull=True, sweep__isnull=False),
+                name="webhook_one_subject",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=DeliveryStatus.values), name="webhook_status_valid"
@@ -733,3 +783,115 @@ class WebhookEndpointState(models.Model):
 
     def __str__(self) -> str:
         return self.url
+
+
+class SweepStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class SweepDirection(models.TextChoices):
+    MINIMIZE = "minimize", "minimize"
+    MAXIMIZE = "maximize", "maximize"
+
+
+SAMPLER_CHOICES = [(name, sampler.label) for name, sampler in SAMPLERS.items()]
+PRUNER_CHOICES = [("", "none"), *((name, pruner.label) for name, pruner in PRUNERS.items())]
+
+
+class Sweep(models.Model):
+    """A hyperparameter search: Optuna chooses each trial's values (runs/tuning.py), and each
+    trial is an ordinary run submitted through the submission service, linked by
+    TunixRun.sweep and numbered by TunixRun.trial_number. The trial rows are the study: nothing
+    of Optuna's is stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    # The base run request every trial shares; config holds the fixed hyperparameters.
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="sweeps")
+    model_id = models.CharField(max_length=256)
+    algorithm = models.CharField(
+        max_length=16, choices=ALGORITHM_CHOICES, default=DEFAULT_ALGORITHM
+    )
+    mode = models.CharField(max_length=16, choices=MODE_CHOICES, default=RunMode.DRY_RUN)
+    config = models.JSONField(default=dict, blank=True)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # {"<hyperparameter>": {"low", "high", "log"?, "step"?} | {"choices": [...]}}
+    space = models.JSONField()
+    metric = models.CharField(max_length=64)
+    direction = models.CharField(max_length=8, choices=SweepDirection.choices)
+    n_trials = models.PositiveIntegerField()
+    concurrency = models.PositiveIntegerField()
+    sampler = models.CharField(max_length=32, choices=SAMPLER_CHOICES, default=DEFAULT_SAMPLER)
+    pruner = models.CharField(max_length=32, choices=PRUNER_CHOICES, blank=True, default="")
+    seed = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=SweepStatus.choices, default=SweepStatus.RUNNING
+    )
+    best_run = models.ForeignKey(
+        TunixRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="sweep_list_idx"),
+            models.Index(fields=["created_by", "-created_at"], name="sweep_owner_list_idx"),
+            # The reaper's safety net looks at running sweeps only.
+            models.Index(
+                fields=["created_at"], condition=Q(status="running"), name="sweep_running_idx"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(n_trials__gte=1), name="sweep_n_trials_positive"),
+            models.CheckConstraint(
+                condition=Q(concurrency__gte=1), name="sweep_concurrency_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=SweepStatus.values), name="sweep_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(direction__in=SweepDirection.values), name="sweep_direction_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(sampler__in=list(SAMPLERS)), name="sweep_sampler_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(pruner__in=["", *PRUNERS]), name="sweep_pruner_valid"
+            ),
+            models.CheckConstraint(condition=Q(mode__in=list(MODES)), name="sweep_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(algorithm__in=list(ALGORITHMS)), name="sweep_algorithm_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status=SweepStatus.RUNNING, completed_at__isnull=True)
+                | Q(
+                    status__in=[SweepStatus.COMPLETED, SweepStatus.CANCELLED],
+                    completed_at__isnull=False,
+                ),
+                name="sweep_completed_at_iff_ended",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"sweep {self.id} ({self.status})"
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == SweepStatus.RUNNING

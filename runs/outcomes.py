@@ -30,6 +30,8 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     INTERNAL_ERROR = "internal_error"
+    # A sweep's pruner stopped the trial early (its run is cancelled, not failed).
+    PRUNED = "pruned"
 
 
 REASON_LABELS: dict[Reason, str] = {
@@ -42,6 +44,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.TIMEOUT: "timeout",
     Reason.WORKER_LOST: "worker lost",
     Reason.INTERNAL_ERROR: "internal error",
+    Reason.PRUNED: "pruned (early stopping)",
 }
 
 

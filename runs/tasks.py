@@ -20,3 +20,8 @@ def execute_run(run_id: str) -> str:
 def export_run(export_id: str) -> str:
     """Queue task for one export; safe to deliver more than once (the claim decides)."""
     return services.export_execute(export_id=UUID(export_id))
+
+
+def sample_run(sample_id: str) -> str:
+    """Queue task for one try-it sample; safe to deliver more than once (the claim decides)."""
+    return services.sample_execute(sample_id=UUID(sample_id))

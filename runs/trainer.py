@@ -3,10 +3,10 @@
 The worker writes CONFIG (the run's spec, every path absolute) and runs this module as the
 run's child process. It reads the dataset JSONL (prompt/completion or chat; the loss counts the
 completion only), holds out an evaluation split, builds the model (the tiny preset from random
-weights, or a Tunix-supported checkpoint from the worker host's model directory), trains it
-with Tunix's ``PeftTrainer`` and optax (full fine-tuning, or LoRA when ``lora_rank`` > 0),
-writes Orbax checkpoints and TensorBoard metrics into the run's directory, and reports on
-stdout, one line each (see runs/progress.py):
+weights, a Tunix-supported checkpoint from the worker host's model directory, or the export of
+an earlier run that this one continues from), trains it with Tunix's ``PeftTrainer`` and optax
+(full fine-tuning, or LoRA when ``lora_rank`` > 0), writes Orbax checkpoints and TensorBoard
+metrics into the run's directory, and reports on stdout, one line each (see runs/progress.py):
 
     TUNIX_PROGRESS {"step": 3, "total_steps": 20, "loss": 4.81, "loss_mean": 5.02,
                     "learning_rate": 0.003, "tokens_per_second": 2210.5}
@@ -370,6 +370,33 @@ class Plan:
     output_dir: Path  # the run's artifact directory: generation eval writes eval/ there
     resume: bool = False  # continue from an earlier attempt's newest checkpoint
     algorithm: str = training_config.SFT  # a name in runs/algorithms' ALGORITHMS
+    # An earlier run's export this one continues from (a Hugging Face directory), and the
+    # catalog model those weights began as (Tunix names a real family's architecture by it).
+    export_dir: Path | None = None
+    base_model_id: str | None = None
+
+
+def plan_model(model: dict[str, Any]) -> tuple[model_catalog.ModelEntry, Path | None]:
+    """The model a spec names, and the export it continues from (None: a catalog model)."""
+    model_id = model["id"]
+    export_dir = model.get("export_dir")
+    if not export_dir:
+        entry = model_catalog.lookup(model_id)
+        if entry is None:
+            raise TrainerError(
+                Reason.MODEL_UNAVAILABLE, model_catalog.unknown_model_message(model_id)
+            )
+        return entry, None
+    family = model.get("family")
+    if family not in model_catalog.FAMILIES:
+        raise TrainerError(
+            Reason.MODEL_UNAVAILABLE,
+            f"{model_id}: the built-in trainer cannot continue a model of family {family!r}",
+        )
+    if not Path(export_dir).is_absolute():
+        raise TrainerError(Reason.CONFIG_INVALID, "model.export_dir must be absolute")
+    description = f"continues {model.get('base_model_id') or family} from {export_dir}"
+    return model_catalog.ModelEntry(model_id, family, description), Path(export_dir)
 
 
 def read_plan(config_path: Path) -> Plan:
@@ -385,11 +412,12 @@ def read_plan(config_path: Path) -> Plan:
     algorithm = spec.get("algorithm", algorithms.DEFAULT_ALGORITHM)
     if algorithm not in algorithms.ALGORITHMS:
         raise TrainerError(Reason.CONFIG_INVALID, algorithms.unknown_algorithm_message(algorithm))
-    model_id = spec["model"]["id"]
-    entry = model_catalog.lookup(model_id)
-    if entry is None:
-        raise TrainerError(Reason.MODEL_UNAVAILABLE, model_catalog.unknown_model_message(model_id))
+    entry, export_dir = plan_model(spec["model"])
     checkpoint = spec["model"].get("checkpoint_dir")
+    if export_dir is not None and not entry.is_preset:
+        # A real family's export is a whole checkpoint directory (weights, config, tokenizer):
+        # it is loaded, and checked, as a catalog model's is, never downloaded.
+        checkpoint = str(export_dir)
     output = spec["output"]
     for key in ("checkpoints", "metrics"):
         if not Path(output[key]).is_absolute():  # Orbax refuses relative paths
@@ -402,7 +430,7 @@ def read_plan(config_path: Path) -> Plan:
         run_id=spec["run_id"],
         model=entry,
         checkpoint_dir=Path(checkpoint) if checkpoint else None,
-        allow_download=bool(spec["model"].get("allow_download")),
+        allow_download=export_dir is None and bool(spec["model"].get("allow_download")),
         dataset=Path(spec["dataset"]["path"]),
         # A config written before a hyperparameter existed (a run re-queued across an
         # upgrade) gets its default.
@@ -412,6 +440,8 @@ def read_plan(config_path: Path) -> Plan:
         output_dir=output_dir,
         resume=bool(output.get("resume")),
         algorithm=algorithm,
+        export_dir=export_dir,
+        base_model_id=spec["model"].get("base_model_id") if export_dir is not None else None,
     )
 
 
@@ -514,11 +544,71 @@ def resolve_checkpoint(plan: Plan) -> Path:
 # --------------------------------------------------------------------------- training
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's framing, if anything: Tunix's loader trusts the
+    header's length, so a damaged file would have it try to allocate whatever that says."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return f"{path.name} is too short to be a safetensors file"
+            length = int.from_bytes(head, "little")
+            if length > size - 8:
+                return f"{path.name}: its header claims {length} bytes; the file has {size}"
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError) as exc:
+        return f"{path.name}: {type(exc).__name__}: {exc}"
+    return None if isinstance(header, dict) else f"{path.name}: its header is not an object"
+
+
+def check_export_weights(plan: Plan, directory: Path) -> None:
+    for weights in sorted(directory.glob("*.safetensors")):
+        if problem := safetensors_problem(weights):
+            raise TrainerError(
+                Reason.MODEL_UNAVAILABLE,
+                f"{plan.model.id}: damaged export in {directory}: {problem}",
+            )
+
+
+def load_tiny_export(plan: Plan, mesh: Any) -> tuple[Any, Any]:
+    """The tiny preset's weights as an earlier run exported them, with its byte tokenizer."""
+    directory = plan.export_dir
+    assert directory is not None
+    from runs import export  # not at the top: runs.export imports this module
+
+    if not directory.is_dir():
+        raise TrainerError(
+            Reason.MODEL_UNAVAILABLE,
+            f"{plan.model.id}: the export directory {directory} is missing on this worker host",
+        )
+    if not (directory / export.TOKENIZER_MARKER).is_file():
+        raise TrainerError(
+            Reason.MODEL_UNAVAILABLE,
+            f"{plan.model.id}: {directory} is not an export of the tiny preset (it lacks "
+            f"{export.TOKENIZER_MARKER})",
+        )
+    check_export_weights(plan, directory)
+    from safetensors import SafetensorError
+
+    try:
+        with mesh:
+            model = export.load_export(directory)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise TrainerError(
+            Reason.MODEL_UNAVAILABLE,
+            f"{plan.model.id}: cannot load the export in {directory}: {type(exc).__name__}: {exc}",
+        ) from exc
+    return model, ByteTokenizer()
+
+
 def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tuple[Any, Any]:
-    """(model, tokenizer) for the plan's model: random weights for the preset, else the
-    checkpoint directory's."""
+    """(model, tokenizer) for the plan's model: random weights for the preset, the weights of
+    the export a run continues from, else the checkpoint directory's."""
     from flax import nnx
 
+    if plan.export_dir is not None and plan.model.is_preset:
+        return load_tiny_export(plan, mesh)
     if plan.model.is_preset:
         from tunix.models.llama3 import model as llama3
 
@@ -536,9 +626,12 @@ def build_model(plan: Plan, checkpoint: Path | None, mesh: Any, seed: int) -> tu
         with mesh:
             return llama3.Llama3(config, rngs=nnx.Rngs(seed)), ByteTokenizer()
     assert checkpoint is not None
+    if plan.export_dir is not None:
+        check_export_weights(plan, checkpoint)
     from tunix.models import automodel, naming
 
-    model_name = naming.ModelNaming(model_id=plan.model.id).model_name
+    # A continued run's own id (models:/…) names no architecture; the model it began as does.
+    model_name = naming.ModelNaming(model_id=plan.base_model_id or plan.model.id).model_name
     try:
         config = automodel.call_model_config(model_name)
         model = automodel.create_model_from_safe_tensors(model_name, str(checkpoint), config, mesh)

@@ -48,6 +48,7 @@ def reap_once() -> None:
     try:
         services.worker_heartbeat(worker_id=services.worker_identity())
         services.run_reap()
+        services.sweep_reconcile()
         services.webhook_schedule()
         telemetry.flush()
         telemetry.compact()

@@ -20,6 +20,8 @@ from tests.support.problems import problem
 pytestmark = pytest.mark.django_db
 
 RUN = "/api/tunix/runs/{run_id}"
+MODEL = "/api/tunix/registry/models/{model_name}"
+VERSION = "/api/tunix/registry/models/{model_name}/versions/{number}"
 # URL name -> the path it answers at: the seed's paths, no trailing slashes.
 PATHS = {
     "api-root": "/api/tunix",
@@ -36,9 +38,24 @@ PATHS = {
     "run-exports": f"{RUN}/exports",
     "run-export": f"{RUN}/exports/{{export_id}}",
     "run-export-archive": f"{RUN}/exports/{{export_id}}/archive",
+    "run-samples": f"{RUN}/samples",
+    "run-sample": f"{RUN}/samples/{{sample_id}}",
+    "registry-model-version-samples": f"{VERSION}/samples",
+    "registry-model-version-sample": f"{VERSION}/samples/{{sample_id}}",
     "dataset-list": "/api/tunix/datasets",
     "dataset-detail": "/api/tunix/datasets/{key}",
     "model-list": "/api/tunix/models",
+    "registry-model-list": "/api/tunix/registry/models",
+    "registry-model-detail": MODEL,
+    "registry-model-versions": f"{MODEL}/versions",
+    "registry-model-version": VERSION,
+    "registry-model-aliases": f"{MODEL}/aliases",
+    "registry-model-alias": f"{MODEL}/aliases/{{alias}}",
+    "registry-model-alias-moves": f"{MODEL}/aliases/{{alias}}/moves",
+    "registry-model-moves": f"{MODEL}/moves",
+    "sweep-list": "/api/tunix/sweeps",
+    "sweep-detail": "/api/tunix/sweeps/{sweep_id}",
+    "sweep-cancel": "/api/tunix/sweeps/{sweep_id}/cancel",
 }
 # How each route is called, and what it answers when that works.
 CALLS = {
@@ -58,12 +75,34 @@ CALLS = {
     # The run has no such export (test_exports_api.py has the ones that exist).
     "run-export": ("get", 404),
     "run-export-archive": ("get", 404),
+    "run-samples": ("get", 200),
+    # No such sample, model or version (test_samples_api.py has the ones that exist).
+    "run-sample": ("get", 404),
+    "registry-model-version-samples": ("get", 404),
+    "registry-model-version-sample": ("get", 404),
     "dataset-list": ("get", 200),
     "dataset-detail": ("get", 200),
     "model-list": ("get", 200),
+    "registry-model-list": ("get", 200),
+    # No such registered model (test_registry_api.py has the ones that exist).
+    "registry-model-detail": ("get", 404),
+    "registry-model-versions": ("get", 404),
+    "registry-model-version": ("get", 404),
+    "registry-model-aliases": ("get", 404),
+    "registry-model-alias": ("get", 404),
+    "registry-model-alias-moves": ("get", 404),
+    "registry-model-moves": ("get", 404),
+    "sweep-list": ("get", 200),
+    # No such sweep (test_sweeps_api.py has the ones that exist).
+    "sweep-detail": ("get", 404),
+    "sweep-cancel": ("post", 404),
 }
 ARTIFACT = "checkpoints/1/params.json"  # a name with directories: the path converter's case
 EXPORT_ID = "0b5c2b8e-6f5d-4d8a-9a51-3c2f1e0d9a77"
+SAMPLE_ID = "5d0c8a3e-2b7f-4e1a-9c6d-7f8e9a0b1c2d"
+SWEEP_ID = "7a1e4c2b-3d5f-4a6b-8c9d-0e1f2a3b4c5d"
+MODEL_NAME, NUMBER = "no-such-model", "3"
+ALIAS = "production"
 
 
 @pytest.fixture
@@ -77,7 +116,15 @@ def run(operator: Any, demo_dataset: Dataset) -> TunixRun:
 
 def path_of(name: str, run_id: object = "r1") -> str:
     return PATHS[name].format(
-        run_id=run_id, key="tunix-demo-v1", name=ARTIFACT, export_id=EXPORT_ID
+        run_id=run_id,
+        key="tunix-demo-v1",
+        name=ARTIFACT,
+        export_id=EXPORT_ID,
+        sample_id=SAMPLE_ID,
+        model_name=MODEL_NAME,
+        number=NUMBER,
+        alias=ALIAS,
+        sweep_id=SWEEP_ID,
     )
 
 
@@ -87,6 +134,11 @@ def kwargs_of(name: str, run_id: object = "r1") -> dict[str, str]:
         "key": "tunix-demo-v1",
         "name": ARTIFACT,
         "export_id": EXPORT_ID,
+        "sample_id": SAMPLE_ID,
+        "model_name": MODEL_NAME,
+        "number": NUMBER,
+        "alias": ALIAS,
+        "sweep_id": SWEEP_ID,
     }
     return {k: v for k, v in values.items() if f"{{{k}}}" in PATHS[name]}
 
@@ -127,6 +179,8 @@ def test_the_root_lists_runs_datasets_and_models_as_json(viewer_client: APIClien
         "runs": "http://testserver/api/tunix/runs",
         "datasets": "http://testserver/api/tunix/datasets",
         "models": "http://testserver/api/tunix/models",
+        "registry": "http://testserver/api/tunix/registry/models",
+        "sweeps": "http://testserver/api/tunix/sweeps",
     }
 
 

@@ -115,6 +115,17 @@ TUNIX_RUN_TIMEOUT_MAX_SECONDS = env_int("TUNIX_RUN_TIMEOUT_MAX_SECONDS", 6 * 360
 TUNIX_KILL_GRACE_SECONDS = env_int("TUNIX_KILL_GRACE_SECONDS", 5, minimum=0)
 # A checkpoint's export to a Hugging Face directory (runs/export.py) is stopped after this long.
 TUNIX_EXPORT_TIMEOUT_SECONDS = env_int("TUNIX_EXPORT_TIMEOUT_SECONDS", 1800, minimum=1)
+# Try-it samples (runs/sample.py): the longest prompt taken, the most tokens generated, and how
+# long a worker lets one sample (load, compile, generate) take before it stops it.
+TUNIX_SAMPLE_MAX_PROMPT_CHARS = env_int("TUNIX_SAMPLE_MAX_PROMPT_CHARS", 4000, minimum=1)
+TUNIX_SAMPLE_MAX_NEW_TOKENS = env_int("TUNIX_SAMPLE_MAX_NEW_TOKENS", 512, minimum=1)
+TUNIX_SAMPLE_TIMEOUT_SECONDS = env_int("TUNIX_SAMPLE_TIMEOUT_SECONDS", 300, minimum=1)
+# JAX's persistent compilation cache for samples: a later sample of the same model and shapes
+# reads the programs compiled for an earlier one instead of compiling them again (seconds on a
+# CPU). Set it empty to turn it off.
+TUNIX_SAMPLE_COMPILE_CACHE_DIR = os.environ.get(
+    "TUNIX_SAMPLE_COMPILE_CACHE_DIR", str(VAR_DIR / "jax-cache")
+)
 TUNIX_DATASET_MAX_BYTES = env_int("TUNIX_DATASET_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 TUNIX_DATASET_MAX_RECORD_BYTES = env_int("TUNIX_DATASET_MAX_RECORD_BYTES", 1024 * 1024, minimum=64)
 # Local mode's training command (argv prefix; the run's config path is appended). The default
@@ -155,6 +166,10 @@ TUNIX_STALE_AFTER_SECONDS = env_int("TUNIX_STALE_AFTER_SECONDS", 30, minimum=2)
 TUNIX_REAPER_INTERVAL_SECONDS = env_int("TUNIX_REAPER_INTERVAL_SECONDS", 10, minimum=1)
 TUNIX_ORPHAN_AFTER_SECONDS = env_int("TUNIX_ORPHAN_AFTER_SECONDS", 60, minimum=1)
 TUNIX_RUN_MAX_ATTEMPTS = env_int("TUNIX_RUN_MAX_ATTEMPTS", 3, minimum=1)
+# Hyperparameter sweeps (runs/services/sweeps.py): the most trials one sweep may ask for, and
+# the most it may run at once.
+TUNIX_SWEEP_MAX_TRIALS = env_int("TUNIX_SWEEP_MAX_TRIALS", 200, minimum=1)
+TUNIX_SWEEP_MAX_CONCURRENCY = env_int("TUNIX_SWEEP_MAX_CONCURRENCY", 16, minimum=1)
 # On SIGTERM a cluster lets a running run go on this long, then stops it and re-queues it.
 TUNIX_SHUTDOWN_GRACE_SECONDS = env_int("TUNIX_SHUTDOWN_GRACE_SECONDS", 30, minimum=0)
 if TUNIX_STALE_AFTER_SECONDS <= TUNIX_HEARTBEAT_SECONDS:

@@ -20,7 +20,6 @@ from runs.execution import MODES
 from runs.models import (
     ALGORITHM_CHOICES,
     DATASET_KEY_PATTERN,
-    MODEL_ID_PATTERN,
     Dataset,
     RunMode,
     RunStatus,
@@ -97,10 +96,15 @@ class RunCreateSerializer(StrictSerializer):
         max_length=256,
         validators=[
             RegexValidator(
-                MODEL_ID_PATTERN,
-                message="model_id must look like 'org/name' or 'name' (letters, digits, _ . -)",
+                selectors.RUN_MODEL_ID_PATTERN,
+                message="model_id must look like 'org/name' or 'name' (letters, digits, _ . -), "
+                "or name earlier weights: models:/<name>/<version>, models:/<name>@<alias> or "
+                "exports:/<export id>",
             )
         ],
+        help_text="A catalog model (GET /api/tunix/models), or earlier weights to continue "
+        "training from: models:/<name>/<version>, models:/<name>@<alias> (resolved when the "
+        "run is submitted) or exports:/<export id> (a full or merged export)",
     )
     mode = serializers.ChoiceField(
         choices=MODES,
@@ -182,7 +186,7 @@ class RunCreateSerializer(StrictSerializer):
 
 
 _DATASET_KEY = re.compile(DATASET_KEY_PATTERN)
-_MODEL_ID = re.compile(MODEL_ID_PATTERN)
+_MODEL_ID = re.compile(selectors.RUN_MODEL_ID_PATTERN)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _RUN_FIELDS = {
     "dataset_key",
@@ -568,6 +572,16 @@ class RunDetailSerializer(RunListItemSerializer):
     created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
+    sweep = serializers.UUIDField(
+        source="sweep_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The sweep this run is a trial of (GET /api/tunix/sweeps/{id}); null for a "
+        "run of its own",
+    )
+    trial_number = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Its number within the sweep, from 0"
+    )
 
     class Meta(RunListItemSerializer.Meta):
         fields = [
@@ -587,6 +601,8 @@ class RunDetailSerializer(RunListItemSerializer):
             "timeout_seconds",
             "client_request_id",
             "created_by",
+            "sweep",
+            "trial_number",
         ]
         read_only_fields = fields
 

@@ -44,6 +44,7 @@ from runs import artifacts, authorization, model_catalog, selectors, services
 from runs.api import compare as compare_api
 from runs.api import exports as exports_api
 from runs.api import renderers
+from runs.api import samples as samples_api
 from runs.api.parsers import require_content_length
 from runs.api.serializers import (
     DatasetSerializer,
@@ -463,6 +464,42 @@ class RunViewSet(viewsets.ViewSet):
     ) -> StreamingHttpResponse:
         export = exports_api.export_or_404(request, run_id, export_id)
         return exports_api.archive_response(export)
+
+    # Try it: a prompt completed by the run's checkpoint, on a worker (runs/api/samples.py).
+
+    @extend_schema(
+        methods=["GET"],
+        operation_id="run_samples",
+        request=None,
+        parameters=[samples_api.SampleListQuerySerializer],
+        responses={200: samples_api.SampleSerializer(many=True), 404: PROBLEM},
+        description="The run's samples, newest first.",
+    )
+    @extend_schema(
+        methods=["POST"],
+        operation_id="run_sample_create",
+        request=samples_api.SampleRequestSerializer,
+        responses=samples_api.CREATE_RESPONSES,
+        description=samples_api.CREATE_DESCRIPTION,
+    )
+    @action(detail=True, methods=["get", "post"])
+    def samples(self, request: Request, run_id: str) -> Response:
+        if request.method == "GET":
+            run = _run_or_404(request, run_id)
+            limit = samples_api.list_limit(request)
+            found = selectors.sample_list(run=run, user=request.user, limit=limit)
+            return Response([samples_api.sample_item(request, s) for s in found])
+        return samples_api.request_sample(request, run_id=run_id)
+
+    @extend_schema(
+        operation_id="run_sample",
+        responses={200: samples_api.SampleSerializer, 404: PROBLEM},
+        description="One sample, to poll until its status is completed or failed.",
+    )
+    @action(detail=True, url_path="samples/<str:sample_id>", url_name="sample")
+    def sample(self, request: Request, run_id: str, sample_id: str) -> Response:
+        found = samples_api.run_sample_or_404(request, run_id, sample_id)
+        return Response(samples_api.sample_item(request, found))
 
     # Comparing runs: list-level actions, so the router puts tunix/runs/compare... before the
     # tunix/runs/<run_id> pattern that would otherwise take "compare" for a run id.

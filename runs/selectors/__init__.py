@@ -30,6 +30,15 @@ from runs.models import (
     duration_seconds,
 )
 from runs.progress import LOWER_IS_BETTER, ranking_metrics
+from runs.selectors.bases import BASE_REFERENCE_PATTERN as BASE_REFERENCE_PATTERN
+from runs.selectors.bases import RUN_MODEL_ID_PATTERN as RUN_MODEL_ID_PATTERN
+from runs.selectors.bases import BaseChoice as BaseChoice
+from runs.selectors.bases import BaseModel as BaseModel
+from runs.selectors.bases import BaseModelError as BaseModelError
+from runs.selectors.bases import base_model_choices as base_model_choices
+from runs.selectors.bases import base_model_resolve as base_model_resolve
+from runs.selectors.bases import is_base_reference as is_base_reference
+from runs.selectors.bases import run_base_model as run_base_model
 from runs.selectors.comparison import ITEMS_PER_PAGE as ITEMS_PER_PAGE
 from runs.selectors.comparison import MAX_RUNS as MAX_RUNS
 from runs.selectors.comparison import MIN_RUNS as MIN_RUNS
@@ -40,6 +49,34 @@ from runs.selectors.comparison import Prediction as Prediction
 from runs.selectors.comparison import RunsNotFound as RunsNotFound
 from runs.selectors.comparison import comparison_items as comparison_items
 from runs.selectors.comparison import run_comparison as run_comparison
+from runs.selectors.registry import MAX_VERSION_NUMBER as MAX_VERSION_NUMBER
+from runs.selectors.registry import ResolvedAlias as ResolvedAlias
+from runs.selectors.registry import registry_alias_get as registry_alias_get
+from runs.selectors.registry import registry_alias_list as registry_alias_list
+from runs.selectors.registry import registry_alias_moves as registry_alias_moves
+from runs.selectors.registry import registry_latest_version as registry_latest_version
+from runs.selectors.registry import registry_model_get as registry_model_get
+from runs.selectors.registry import registry_model_list as registry_model_list
+from runs.selectors.registry import registry_version_get as registry_version_get
+from runs.selectors.registry import registry_version_list as registry_version_list
+from runs.selectors.registry import registry_version_users as registry_version_users
+from runs.selectors.registry import registry_versions_of_run as registry_versions_of_run
+from runs.selectors.registry import valid_alias_name as valid_alias_name
+from runs.selectors.registry import valid_model_name as valid_model_name
+from runs.selectors.registry import valid_version_number as valid_version_number
+from runs.selectors.samples import sample_get as sample_get
+from runs.selectors.samples import sample_list as sample_list
+from runs.selectors.samples import sample_version_get as sample_version_get
+from runs.selectors.samples import sample_visible as sample_visible
+from runs.selectors.sweeps import SweepDetail as SweepDetail
+from runs.selectors.sweeps import SweepProgress as SweepProgress
+from runs.selectors.sweeps import Trial as Trial
+from runs.selectors.sweeps import best_trial as best_trial
+from runs.selectors.sweeps import sweep_detail as sweep_detail
+from runs.selectors.sweeps import sweep_get as sweep_get
+from runs.selectors.sweeps import sweep_list as sweep_list
+from runs.selectors.sweeps import sweep_progress as sweep_progress
+from runs.selectors.sweeps import sweep_trials as sweep_trials
 
 LIST_FIELDS = (
     "id",

@@ -11,6 +11,9 @@
 | recovery | re-queue, cancel, the reaper, worker heartbeats |
 | webhooks | webhook events, attempts and retries |
 | exports | a finished training's checkpoint as a Hugging Face directory, written by a worker |
+| samples | try-it completions of a finished training or a registered version, by a worker |
+| registry | the model registry: exports promoted to numbered versions, aliases and their moves |
+| sweeps | hyperparameter sweeps: trials asked of Optuna, submitted as runs, pruned, ended |
 | telemetry | timed writes and this process's metrics row |
 
 Callers import from here (``from runs import services``); the modules import each other
@@ -44,6 +47,16 @@ from runs.services.recovery import (
     worker_heartbeat,
     worker_heartbeat_prune,
 )
+from runs.services.registry import (
+    registry_alias_delete,
+    registry_alias_set,
+    registry_model_delete,
+    registry_model_update,
+    registry_promote,
+    registry_version_delete,
+    registry_version_in_use,
+)
+from runs.services.samples import SAMPLE_FUNC, sample_execute, sample_request
 from runs.services.status import (
     ALLOWED_TRANSITIONS,
     TERMINAL_HOOKS,
@@ -52,6 +65,14 @@ from runs.services.status import (
     run_heartbeat,
 )
 from runs.services.submission import RunRequest, Submission, request_fingerprint, run_submit
+from runs.services.sweeps import (
+    SweepRequest,
+    sweep_advance,
+    sweep_cancel,
+    sweep_create,
+    sweep_reconcile,
+    sweep_trial_report,
+)
 from runs.services.webhooks import (
     DELIVER_FUNC,
     record_run_event,
@@ -65,6 +86,7 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "DELIVER_FUNC",
     "EXPORT_FUNC",
+    "SAMPLE_FUNC",
     "TASK_FUNC",
     "TERMINAL_HOOKS",
     "Conflict",
@@ -77,6 +99,7 @@ __all__ = [
     "RunRequest",
     "ServiceError",
     "Submission",
+    "SweepRequest",
     "dataset_import",
     "dataset_path",
     "enqueue_run",
@@ -84,6 +107,13 @@ __all__ = [
     "export_files",
     "export_request",
     "record_run_event",
+    "registry_alias_delete",
+    "registry_alias_set",
+    "registry_model_delete",
+    "registry_model_update",
+    "registry_promote",
+    "registry_version_delete",
+    "registry_version_in_use",
     "request_fingerprint",
     "run_cancel",
     "run_claim",
@@ -97,6 +127,13 @@ __all__ = [
     "run_submit",
     "run_sync",
     "run_worker_execute",
+    "sample_execute",
+    "sample_request",
+    "sweep_advance",
+    "sweep_cancel",
+    "sweep_create",
+    "sweep_reconcile",
+    "sweep_trial_report",
     "task_queue",
     "task_timeout_seconds",
     "webhook_deliver",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,19 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 
-from runs import artifacts, authorization
-from runs.dryrun import training_spec
+from runs import artifacts, authorization, tuning
+from runs.dryrun import BaseSpec, training_spec
 from runs.execution import get_backend
 from runs.execution.base import Requeue, RunSpec, Supervision, execute
 from runs.models import RunStatus, TunixRun
 from runs.outcomes import Reason, RunOutcome
+from runs.selectors.bases import run_base_model
 from runs.services.datasets import dataset_path
 from runs.services.queue import enqueue_run
 from runs.services.recovery import run_requeue
 from runs.services.status import run_claim, run_finish, run_heartbeat
 from runs.services.submission import RunRequest, Submission, checkpoint_directory, run_submit
+from runs.services.sweeps import sweep_pruner_metric, sweep_trial_report
 
 log = logging.getLogger("tunix_rt.runs")
 
@@ -43,6 +46,7 @@ def _never_draining() -> float | None:
 def run_spec(run: TunixRun) -> RunSpec:
     """Everything a backend needs to execute this attempt, as plain values."""
     output_dir = artifacts.run_directory(run)
+    base = run_base_model(run=run) if run.base_export_id is not None else None
     spec = training_spec(
         run_id=str(run.id),
         model_id=run.model_id,
@@ -57,6 +61,13 @@ def run_spec(run: TunixRun) -> RunSpec:
         checkpoint_dir=checkpoint_directory(run.model_id),
         allow_download=settings.TUNIX_MODEL_DOWNLOAD,
         resume=settings.TUNIX_RESUME_TRAINING,
+        base=(
+            None
+            if base is None
+            else BaseSpec(
+                export_dir=base.directory, family=base.family, base_model_id=base.root_model_id
+            )
+        ),
     )
     return RunSpec(
         run_id=str(run.id),
@@ -79,8 +90,30 @@ def run_execute(*, run: TunixRun, drain_since: DrainSince = _never_draining) -> 
     a training still running TUNIX_SHUTDOWN_GRACE_SECONDS later is stopped and re-queued.
     """
 
+    # A sweep's trial with a pruner: the series its pruner watches, and the newest step of it
+    # reported so far (the pruner is asked only when that series gains a point).
+    watched = sweep_pruner_metric(sweep_id=run.sweep_id) if run.sweep_id is not None else None
+    reported = -1
+    if run.sweep_id is not None:
+        # This trial's end asks Optuna for the next trial, in this process: import it now,
+        # beside the training, rather than between one trial and the next.
+        threading.Thread(target=tuning.warm_up, name="tunix-optuna-import", daemon=True).start()
+
     def heartbeat(updates: dict[str, Any] | None) -> bool:
-        return run_heartbeat(run_id=run.id, attempt=run.attempt, updates=updates)
+        nonlocal reported
+        alive = run_heartbeat(run_id=run.id, attempt=run.attempt, updates=updates)
+        if not (alive and watched and updates and "series" in updates):
+            return alive
+        points = updates["series"].get(watched) or []
+        if not points or points[-1][0] <= reported:
+            return alive
+        reported = points[-1][0]
+        try:
+            # A pruned trial is cancelled: the worker stops it as it stops a cancelled run.
+            return not sweep_trial_report(run_id=run.id, attempt=run.attempt)
+        except Exception:  # the pruner's question must never fail the training
+            log.exception("sweep_prune_error", extra={"fields": {"run_id": run.id}})
+            return alive
 
     try:
         outcome = execute(

@@ -36,9 +36,18 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.CANCELLED: frozenset(),
 }
 
+
 # What happens when a run reaches a terminal status, in order, inside the transition's own
 # transaction: whatever a hook writes exists exactly when the final status does.
-TERMINAL_HOOKS: tuple[Callable[[UUID], None], ...] = (webhooks.record_run_event,)
+def _sweep_advance(run_id: UUID) -> None:
+    """A trial's sweep asks for its next trial (runs/services/sweeps.py, which imports this
+    module: hence the import here)."""
+    from runs.services.sweeps import sweep_on_run_ended
+
+    sweep_on_run_ended(run_id)
+
+
+TERMINAL_HOOKS: tuple[Callable[[UUID], None], ...] = (webhooks.record_run_event, _sweep_advance)
 
 
 def _transition(

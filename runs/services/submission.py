@@ -21,6 +21,7 @@ from django_q.models import OrmQ
 from runs import algorithms, authorization, metrics, model_catalog, training_config
 from runs.execution import UnknownMode, get_backend
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
+from runs.selectors.bases import REFERENCE_PREFIXES, BaseModel, BaseModelError, base_model_resolve
 from runs.services.errors import Forbidden, IdempotencyMismatch, ServiceError
 from runs.services.queue import QueueRow, enqueue_run, run_queue_row
 from runs.services.telemetry import timed_write
@@ -85,15 +86,15 @@ def _refused_dataset(request: RunRequest) -> ServiceError:
     return ServiceError(reason or f"dataset {request.dataset_key!r} refused", field="dataset_key")
 
 
-def _validated_fields(request: RunRequest) -> dict[str, Any]:
+def _validated_fields(request: RunRequest, user: authorization.UserLike = None) -> dict[str, Any]:
     """Everything checkable at submit time but the dataset, as the run's columns; raises
     ServiceError naming the field. (The dataset is looked up by the statement that writes the
-    run: see _write.)"""
+    run: see _write.) ``user`` is who asks: an exports:/ base must be a run they may view."""
     try:
         trains = get_backend(request.mode).trains
     except UnknownMode as exc:
         raise ServiceError(str(exc), field="mode") from None
-    _check_model(request.model_id, trains=trains)
+    base = _check_model(request.model_id, trains=trains, user=user)
     if request.algorithm not in algorithms.ALGORITHMS:
         raise ServiceError(
             algorithms.unknown_algorithm_message(request.algorithm), field="algorithm"
@@ -103,14 +104,18 @@ def _validated_fields(request: RunRequest) -> dict[str, Any]:
         name, reason = sorted(errors.items())[0]
         raise ServiceError(f"{name}: {reason}", field=name)
     if clean["learning_rate"] is None:  # stored resolved: the run shows what it trains with
-        clean["learning_rate"] = model_catalog.default_learning_rate(request.model_id)
+        clean["learning_rate"] = (
+            model_catalog.default_learning_rate(request.model_id)
+            if base is None
+            else base.learning_rate
+        )
     timeout = request.timeout_seconds
     if timeout is not None and not 1 <= timeout <= settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS:
         raise ServiceError(
             f"timeout_seconds must be in [1, {settings.TUNIX_RUN_TIMEOUT_MAX_SECONDS}]",
             field="timeout_seconds",
         )
-    fields = {
+    fields: dict[str, Any] = {
         "model_id": request.model_id,
         "mode": request.mode,
         "algorithm": request.algorithm,
@@ -123,6 +128,10 @@ def _validated_fields(request: RunRequest) -> dict[str, Any]:
     if request.algorithm != algorithms.DEFAULT_ALGORITHM:
         hashed["algorithm"] = request.algorithm
     fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **hashed})
+    if base is not None:
+        # Hashed as asked, so a retry of "models:/m@prod" replays after the alias moved; the
+        # run keeps what the reference named when it was first submitted.
+        fields.update(model_id=base.model_id, base_export=base.export, base_version=base.version)
     return {**fields, "request_fingerprint": fingerprint}
 
 
@@ -135,11 +144,16 @@ def checkpoint_directory(model_id: str) -> Path | None:
     return model_catalog.checkpoint_directory(Path(settings.TUNIX_MODELS_DIR), model_id)
 
 
-def _check_model(model_id: str, *, trains: bool) -> None:
+def _check_model(
+    model_id: str, *, trains: bool, user: authorization.UserLike = None
+) -> BaseModel | None:
     """Refuse at submit time a model the built-in trainer would refuse later. A custom
-    TUNIX_TRAINER_COMMAND interprets model ids itself, so any well-formed id passes."""
+    TUNIX_TRAINER_COMMAND interprets model ids itself, so any well-formed id passes. A base
+    reference (models:/…, exports:/…) is resolved and returned; a catalog id costs no query."""
+    if model_id.startswith(REFERENCE_PREFIXES):
+        return _resolve_base(model_id, user)
     if settings.TUNIX_TRAINER_COMMAND:
-        return
+        return None
     if model_catalog.lookup(model_id) is None:
         raise ServiceError(model_catalog.unknown_model_message(model_id), field="model_id")
     directory = checkpoint_directory(model_id)
@@ -151,12 +165,29 @@ def _check_model(model_id: str, *, trains: bool) -> None:
         or settings.TUNIX_MODEL_DOWNLOAD
         or not settings.TUNIX_MODELS_DIR_SHARED
     ):
-        return
+        return None
     if missing := model_catalog.missing_checkpoint_files(directory):
         raise ServiceError(
             model_catalog.missing_checkpoint_message(model_id, directory, missing),
             field="model_id",
         )
+    return None
+
+
+def _resolve_base(model_id: str, user: authorization.UserLike) -> BaseModel:
+    try:
+        base = base_model_resolve(model_id=model_id, user=user)
+    except BaseModelError as exc:
+        raise ServiceError(str(exc), field="model_id") from None
+    # The built-in trainer rebuilds a model of a catalog family only; a custom trainer reads
+    # the export's directory its own way.
+    if base.family is None and not settings.TUNIX_TRAINER_COMMAND:
+        raise ServiceError(
+            f"{base.model_id} continues {base.root_model_id!r}, which local training does not "
+            "support",
+            field="model_id",
+        )
+    return base
 
 
 def _replay(user: User | None, key: str, fingerprint: str) -> TunixRun | None:
@@ -262,7 +293,7 @@ def run_submit(*, user: authorization.UserLike, request: RunRequest, enqueue: bo
     if not authorization.can_launch(user):
         raise Forbidden("launching runs needs the runs.add_tunixrun permission")
     owner = authorization.real_user(user)
-    fields = _validated_fields(request)
+    fields = _validated_fields(request, user)
     fingerprint = fields["request_fingerprint"]
     key = request.client_request_id
     # Recorded so a replay of this key answers as this request was answered (202 or 201),

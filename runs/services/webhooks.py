@@ -19,6 +19,7 @@ from runs import metrics
 from runs import webhooks as webhook_client
 from runs.models import (
     DeliveryStatus,
+    Sweep,
     TunixRun,
     WebhookAttempt,
     WebhookDelivery,
@@ -97,6 +98,48 @@ def record_run_event(run_id: UUID) -> None:
                 )
         except IntegrityError:
             continue  # this event exists already: one event per transition
+        _enqueue_delivery(delivery)
+
+
+def sweep_event_payload(sweep: Sweep, *, best_value: float | None) -> dict[str, Any]:
+    best = sweep.best_run_id
+    return {
+        "type": f"sweep.{sweep.status}",
+        "timestamp": timezone.now().isoformat(),
+        "data": {
+            "sweep_id": str(sweep.id),
+            "status": sweep.status,
+            "metric": sweep.metric,
+            "direction": sweep.direction,
+            "n_trials": sweep.n_trials,
+            "best_run_id": str(best) if best else None,
+            "best_value": best_value,
+            "created_at": sweep.created_at.isoformat(),
+            "completed_at": sweep.completed_at.isoformat() if sweep.completed_at else None,
+            "links": {
+                "sweep": _absolute(reverse("api:sweep-detail", kwargs={"sweep_id": sweep.id})),
+                "best_run": (
+                    _absolute(reverse("api:run-detail", kwargs={"run_id": best})) if best else None
+                ),
+            },
+        },
+    }
+
+
+def record_sweep_event(sweep: Sweep, *, best_value: float | None) -> None:
+    """sweep.completed: one delivery per configured endpoint, in the transaction that ended the
+    sweep (the unique (sweep, event type, endpoint) keeps it at one)."""
+    if not settings.TUNIX_WEBHOOK_URLS:
+        return
+    payload = sweep_event_payload(sweep, best_value=best_value)
+    for url in settings.TUNIX_WEBHOOK_URLS:
+        try:
+            with transaction.atomic():
+                delivery = WebhookDelivery.objects.create(
+                    sweep=sweep, event_type=payload["type"], endpoint=url, payload=payload
+                )
+        except IntegrityError:
+            continue
         _enqueue_delivery(delivery)
 
 
@@ -179,6 +222,7 @@ def webhook_deliver(*, delivery_id: UUID) -> str:
             "fields": {
                 "delivery": delivery.message_id,
                 "run_id": delivery.run_id,
+                "sweep_id": delivery.sweep_id,
                 "attempt": number,
                 "status_code": result.status_code,
                 "ms": round(result.latency_ms, 1),

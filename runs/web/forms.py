@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
-from runs import model_catalog, training_config
+from runs import model_catalog, selectors, training_config
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_INCLUDE, REASONING_OMIT
 from runs.models import (
     DATASET_KEY_PATTERN,
     MODE_CHOICES,
-    MODEL_ID_PATTERN,
     Dataset,
     RunMode,
     RunStatus,
@@ -64,6 +66,43 @@ def _param_field(param: training_config.Param) -> forms.Field:
     return forms.FloatField(widget=forms.NumberInput(attrs={"step": "any"}), **options)
 
 
+MODEL_OPTIONS_ID = "model-options"
+
+
+def catalog_options() -> list[tuple[str, str]]:
+    return [(entry.id, entry.description) for entry in model_catalog.CATALOG.values()]
+
+
+def registered_options() -> list[tuple[str, str]]:
+    """Registered aliases and versions a run can continue from, labelled as such."""
+    return [
+        (choice.model_id, f"registered: {choice.label}")
+        for choice in selectors.base_model_choices()
+    ]
+
+
+class ModelIdInput(forms.TextInput):
+    """A free-text model id with suggestions: the catalog, then the registered models. A
+    datalist, so any id can still be typed, and the page works without JavaScript. The
+    registry is read only when the field is rendered, never when a launch is posted."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__({"list": MODEL_OPTIONS_ID, "autocomplete": "off", **(attrs or {})})
+        self.options: Callable[[], list[tuple[str, str]]] = catalog_options
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        field = super().render(name, value, attrs, renderer)
+        options = format_html_join("", '<option value="{}">{}</option>', self.options())
+        return format_html(
+            '{}<datalist id="{}" data-testid="model-options">{}</datalist>',
+            field,
+            MODEL_OPTIONS_ID,
+            options,
+        )
+
+
 def chosen_algorithm(value: object) -> str:
     """The algorithm a launch page is for: the one asked for, or the default for anything
     else (an old link, a typo), so the page always renders a form that can be submitted."""
@@ -86,10 +125,17 @@ class RunLaunchForm(forms.Form):
     model_id = forms.CharField(
         max_length=256,
         initial=model_catalog.TINY_MODEL_ID,
-        validators=[RegexValidator(MODEL_ID_PATTERN, "like 'org/name' or 'name'")],
+        validators=[
+            RegexValidator(
+                selectors.RUN_MODEL_ID_PATTERN,
+                "like 'org/name' or 'name', or models:/<name>/<version>, "
+                "models:/<name>@<alias> or exports:/<export id>",
+            )
+        ],
         help_text=f"{model_catalog.TINY_MODEL_ID} trains on CPU in seconds; real models "
-        "(e.g. google/gemma-3-270m) need their checkpoint on the worker hosts",
-        widget=forms.TextInput(attrs={"list": "model-choices", "autocomplete": "off"}),
+        "(e.g. google/gemma-3-270m) need their checkpoint on the worker hosts; "
+        "models:/<name>@<alias> continues training from a registered version",
+        widget=ModelIdInput(),
     )
     mode = forms.ChoiceField(
         choices=MODE_CHOICES,
@@ -121,6 +167,9 @@ class RunLaunchForm(forms.Form):
         self.params = training_config.params_for(algorithm)
         for param in self.params:
             self.fields[param.name] = _param_field(param)
+        model_widget = self.fields["model_id"].widget
+        assert isinstance(model_widget, ModelIdInput)
+        model_widget.options = lambda: catalog_options() + registered_options()
 
     def param_fields(self) -> list[forms.BoundField]:
         return [self[p.name] for p in self.params]
@@ -129,7 +178,10 @@ class RunLaunchForm(forms.Form):
         # The service refuses an id outside the catalog too, but it is only asked once every
         # other field is valid: checking the catalog the way it does shows this error with the
         # rest. A custom TUNIX_TRAINER_COMMAND interprets model ids itself, so any id passes.
+        # A base reference is resolved by the service, which names model_id when it refuses.
         model_id: str = self.cleaned_data["model_id"]
+        if selectors.is_base_reference(model_id):
+            return model_id
         if not settings.TUNIX_TRAINER_COMMAND and model_catalog.lookup(model_id) is None:
             raise ValidationError(model_catalog.unknown_model_message(model_id))
         return model_id

@@ -6,9 +6,6 @@ swaps and then stops polling. Unchanged fragments answer 304 to the browser's re
 
 from __future__ import annotations
 
-import functools
-import hashlib
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -20,65 +17,19 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HTMX_STOP_POLLING
 
-from runs import artifacts, authorization, model_catalog, selectors, services
+from runs import artifacts, authorization, selectors, services, training_config
 from runs.algorithms import ALGORITHMS
 from runs.datasets import REASONING_INCLUDE
 from runs.models import ACTIVE_STATUSES, TunixRun
 from runs.progress import ranking_metrics
+from runs.web.common import allowed, fragment, get_run, poll_context
 from runs.web.forms import DatasetUploadForm, RunFilterForm, RunLaunchForm, chosen_algorithm
+from runs.web.models import shown_sample, use_context
 
 PAGE_SIZE = 25
-
-
-View = Callable[..., HttpResponse]
-
-
-def _allowed(rule: str) -> Callable[[View], View]:
-    """403 unless the authorization policy's ``rule`` (looked up at each request, so the policy
-    module stays the one place it is defined) allows the requesting user."""
-    if not callable(getattr(authorization, rule, None)):
-        raise AttributeError(f"runs.authorization has no rule {rule!r}")
-
-    def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not getattr(authorization, rule)(request.user):
-                raise PermissionDenied("this needs a permission you do not have")
-            return view(request, *args, **kwargs)
-
-        return guarded
-
-    return decorate
-
-
-def _poll_context() -> dict[str, Any]:
-    return {"poll_seconds": settings.TUNIX_POLL_SECONDS}
-
-
-def _fragment(
-    request: HttpRequest,
-    template: str,
-    context: dict[str, Any],
-    *,
-    version: str,
-    active: bool,
-    render_context: Callable[[], dict[str, Any]] | None = None,
-) -> HttpResponse:
-    """Render a polled fragment, or 304 if the browser already has this version of it.
-    ``render_context`` adds what only a render needs (never computed for a 304)."""
-    etag = f'W/"{hashlib.sha256(version.encode()).hexdigest()[:24]}"'
-    if active and etag in request.headers.get("If-None-Match", ""):
-        response = HttpResponse(status=304)
-    else:
-        extra = render_context() if render_context is not None else {}
-        response = render(request, template, {**context, **extra, **_poll_context()})
-        if not active:
-            response.status_code = HTMX_STOP_POLLING
-    response["ETag"] = etag
-    response["Cache-Control"] = "no-cache, private"
-    return response
+# Launch page fields a link may fill in, besides the chosen algorithm's hyperparameters.
+PREFILLED = ("dataset", "model_id", "mode", "timeout_seconds")
 
 
 def _run_version(run: TunixRun) -> str:
@@ -175,7 +126,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "rows_url": f"{reverse('web:run-rows')}?{request.GET.urlencode()}",
         "base_query": base_query,
         "first_page": not request.GET.get("cursor"),
-        **_poll_context(),
+        **poll_context(),
     }
     status = 400 if "sort" in form.errors else 200
     return render(request, "runs/run_list.html", context, status=status)
@@ -187,29 +138,23 @@ def run_rows(request: HttpRequest) -> HttpResponse:
     _, page = _page(request)
     active = any(run.status in ACTIVE_STATUSES for run in page.items)
     version = ";".join(_run_version(run) for run in page.items)
-    return _fragment(
+    return fragment(
         request, "runs/_run_rows.html", {"runs": page.items}, version=version, active=active
     )
-
-
-def _get_run(request: HttpRequest, run_id: UUID) -> TunixRun:
-    """The run, if this user may see it; someone else's run is as absent as a missing one."""
-    run = selectors.run_get(run_id=run_id, owner=authorization.visible_owner(request.user))
-    if run is None:
-        raise Http404("no such run")
-    return run
 
 
 @require_GET
 @login_required
 def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = get_run(request, run_id)
     context = {
         "run": run,
         "can_cancel": _can_cancel(request, run),
         "wait_reason": selectors.run_wait_reason(run=run),
+        "shown_sample": shown_sample(request, run=run),
         **_artifact_context(run),
-        **_poll_context(),
+        **use_context(request, run),
+        **poll_context(),
     }
     return render(request, "runs/run_detail.html", context)
 
@@ -226,20 +171,21 @@ def _artifact_context(run: TunixRun) -> dict[str, Any]:
 @require_GET
 @login_required
 def run_live(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = get_run(request, run_id)
     # Why a pending run waits (no live worker, or none that can read its task): part of the
     # fragment's version, so a poll sees the reason appear and go.
     wait_reason = selectors.run_wait_reason(run=run)
     context = {"run": run, "can_cancel": _can_cancel(request, run), "wait_reason": wait_reason}
-    return _fragment(
+    return fragment(
         request,
         "runs/_run_live.html",
         context,
         # The detail also shows the output, which grows while a training runs (hashed with the
-        # rest by _fragment; at most 2 x TUNIX_OUTPUT_MAX_BYTES).
+        # rest by fragment; at most 2 x TUNIX_OUTPUT_MAX_BYTES).
         version="\0".join((_run_version(run), run.stdout, run.stderr, wait_reason or "")),
         active=not run.is_terminal,
-        render_context=lambda: _artifact_context(run),
+        # The last render (the run has ended) brings its exports and try-it box.
+        render_context=lambda: {**_artifact_context(run), **use_context(request, run)},
     )
 
 
@@ -264,9 +210,9 @@ def run_cancel(request: HttpRequest, run_id: UUID) -> HttpResponse:
 
 @require_POST
 @login_required
-@_allowed("can_launch")
+@allowed("can_launch")
 def run_again(request: HttpRequest, run_id: UUID) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = get_run(request, run_id)
     try:
         submission = services.run_submit(
             user=request.user, request=services.RunRequest.like(run), enqueue=True
@@ -294,11 +240,16 @@ def _submit(form: RunLaunchForm, request: HttpRequest) -> TunixRun | None:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-@_allowed("can_launch")
+@allowed("can_launch")
 def run_launch(request: HttpRequest) -> HttpResponse:
     source = request.POST if request.method == "POST" else request.GET
     algorithm = chosen_algorithm(source.get("algorithm"))
-    form = RunLaunchForm(request.POST or None, algorithm=algorithm)
+    # Links prefill the form: a dataset's page (?dataset=), a registered version's page
+    # (?model_id=models:/<name>/<n>), a sweep's best trial (every setting and hyperparameter).
+    # The form validates them like anything typed.
+    names = (*PREFILLED, *(param.name for param in training_config.params_for(algorithm)))
+    prefill = {k: source[k] for k in names if request.method == "GET" and source.get(k)}
+    form = RunLaunchForm(request.POST or None, algorithm=algorithm, initial=prefill)
     if request.method == "POST" and form.is_valid():
         run = _submit(form, request)
         if run is not None:
@@ -313,7 +264,6 @@ def run_launch(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "has_datasets": has_datasets,
-            "models": model_catalog.CATALOG.values(),
             "algorithms": ALGORITHMS.values(),
             "algorithm": form.chosen,
         },

@@ -314,6 +314,87 @@ def test_a_real_grpo_run_from_its_launch_tab_charts_its_reward(
     page.screenshot(path=str(screenshot_dir / "run-grpo.png"), full_page=True)
 
 
+@pytest.mark.timeout(420)
+@pytest.mark.database_independent  # real trainings: the PostgreSQL pass runs it once
+def test_a_finished_training_is_exported_promoted_tried_and_trained_from(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    engineer: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+    settings: Any,
+    tunix_runtime: None,
+) -> None:
+    """The loop after a training, all in the browser against a real worker: export the run
+    from its page, promote the export to a registered model, try the version with a prompt
+    (the answer appears in place), point an alias at it, and launch a run from the version,
+    which trains for real from the exported weights."""
+    from django.contrib.auth.models import Permission
+
+    from runs.models import ModelVersion, RunExport
+
+    settings.TUNIX_TRAINER_COMMAND = None
+    engineer.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="runs",
+            codename__in=["add_modelversion", "change_registeredmodel"],
+        )
+    )
+    page = logged_in
+    run = launch(
+        page, live_server.url, model_id="tunix-rt/tiny-llama3", mode="local",
+        fields={"Max steps": "4"},
+    )  # fmt: skip
+    cluster_factory(real=True)
+    page.goto(f"{live_server.url}/runs/{run.id}")
+    expect(page.get_by_test_id(f"run-status-{run.id}")).to_have_text("completed", timeout=120_000)
+
+    # The section arrives with the fragment's last render: no reload.
+    page.get_by_test_id("export-submit").click()
+    export = RunExport.objects.get(run=run)
+    expect(page.get_by_test_id(f"export-status-{export.id}")).to_have_text(
+        "completed", timeout=120_000
+    )
+    page.get_by_test_id(f"promote-model-{export.id}").fill("tiny-demo")
+    page.get_by_test_id(f"promote-submit-{export.id}").click()
+    page.wait_for_url(f"{live_server.url}/registry/tiny-demo/1")
+    expect(page.get_by_test_id("version-uri")).to_have_text("models:/tiny-demo/1")
+
+    mark_page(page)
+    page.get_by_test_id("try-prompt").fill("Hello")
+    page.get_by_test_id("try-tokens").fill("16")
+    page.get_by_test_id("try-submit").click()
+    completion = page.locator("[data-testid^=sample-completion-]")
+    expect(completion).to_be_visible(timeout=120_000)
+    expect(page.locator("[data-testid^=sample-time-]")).to_contain_text("Answered in")
+    assert still_same_page(page)  # htmx swapped the answer in
+    page.screenshot(path=str(screenshot_dir / "registry-version.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/registry/tiny-demo")
+    page.get_by_test_id("alias-name").fill("production")
+    page.get_by_test_id("alias-submit").click()
+    expect(page.get_by_test_id("alias-version-production")).to_have_text("v1")
+    page.screenshot(path=str(screenshot_dir / "registry-model.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/registry/tiny-demo/1")
+    page.get_by_test_id("version-train").click()
+    expect(page.get_by_label("Model id")).to_have_value("models:/tiny-demo/1")
+    page.get_by_label("Max steps", exact=True).fill("4")
+    page.get_by_label("Dataset", exact=True).select_option("tunix-demo-v1")
+    page.get_by_label("Mode", exact=True).select_option("local")
+    page.get_by_label("Queue for a worker").check()
+    page.get_by_test_id("launch-submit").click()
+    page.wait_for_url(f"{live_server.url}/")
+    continued = TunixRun.objects.order_by("-queued_at").first()
+    assert continued is not None
+    assert continued.base_version == ModelVersion.objects.get()
+    page.goto(f"{live_server.url}/runs/{continued.id}")
+    expect(page.get_by_test_id(f"run-status-{continued.id}")).to_have_text(
+        "completed", timeout=120_000
+    )
+
+
 def test_no_page_breaks_the_content_security_policy(
     logged_in: Page,
     live_server: Any,
@@ -378,3 +459,53 @@ def test_no_page_breaks_the_content_security_policy(
     expect(page.locator("#content")).to_be_visible()
     assert len(found.member) > 50  # the sweep did reach the admin's pages
     assert violations == []
+
+
+def test_a_sweep_page_goes_from_running_to_done_without_reload(
+    logged_in: Page,
+    live_server: Any,
+    demo_dataset: Any,
+    engineer: Any,
+    cluster_factory: Any,
+    screenshot_dir: Path,
+) -> None:
+    """Four trials of the fake trainer, two at a time: the page polls while they train, then
+    shows the best trial, the charts, and stops."""
+    page = logged_in
+    sweep = services.sweep_create(
+        user=engineer,
+        request=services.SweepRequest(
+            base=services.RunRequest(
+                dataset_key="tunix-demo-v1", model_id="fake/tune-6", mode="local"
+            ),
+            space={
+                "learning_rate": {"low": 1e-5, "high": 1e-1, "log": True},
+                "lora_rank": {"choices": [4, 8, 16]},
+            },
+            metric="eval_loss",
+            n_trials=4,
+            concurrency=2,
+            seed=11,
+        ),
+    )
+    page.goto(f"{live_server.url}/sweeps/{sweep.id}")
+    status = page.get_by_test_id("sweep-status")
+    expect(status).to_have_text("running")
+    expect(page.get_by_test_id("sweep-progress-text")).to_have_text("0 of 4")
+    mark_page(page)
+    cluster_factory()  # the trials run only now: the page must follow by itself
+    expect(status).to_have_text("completed", timeout=120_000)
+    expect(page.get_by_test_id("sweep-progress-text")).to_have_text("4 of 4")
+    expect(page.get_by_test_id("best-trial")).to_have_count(1)
+    expect(page.get_by_test_id("param-chart-learning-rate")).to_have_attribute("data-points", "4")
+    expect(page.get_by_test_id("parallel-chart")).to_have_attribute("data-lines", "4")
+    expect(page.get_by_test_id("sweep-curves-legend")).to_contain_text("trial 3 eval loss")
+    assert still_same_page(page)
+    page.screenshot(path=str(screenshot_dir / "sweep.png"), full_page=True)
+    page.get_by_test_id("launch-best").click()
+    expect(page.get_by_label("Model id")).to_have_value("fake/tune-6")
+    expect(page.get_by_label("Mode", exact=True)).to_have_value("local")
+    page.goto(f"{live_server.url}/sweeps")
+    expect(page.get_by_test_id(f"sweep-progress-{sweep.id}")).to_have_text("4 of 4")
+    page.get_by_test_id("start-sweep").locator("summary").click()
+    page.screenshot(path=str(screenshot_dir / "sweep-list.png"), full_page=True)

@@ -10,11 +10,14 @@ line per start: run id and pid) so tests can count executions, and then:
   fake/ignore-term   ignores SIGTERM and sleeps
   fake/progress-N    reports N steps (TUNIX_PROGRESS lines, 0.4 s apart, loss falling), then
                      its final metrics (TUNIX_RESULT), as the real trainer does
+  fake/tune-N        as progress-N (0.25 s apart), with an eval loss every other step, all
+                     lower the nearer the learning rate is to 1e-3: a sweep has a best trial
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -68,6 +71,20 @@ def main() -> int:
             time.sleep(0.4)
         result = {"train_loss": 5.0 / total, "eval_loss": 6.0 / total, "steps": total}
         print("TUNIX_RESULT " + json.dumps({**result, "wall_seconds": total * 0.4}), flush=True)
+        return 0
+    if behaviour.startswith("tune-"):
+        total = int(behaviour.removeprefix("tune-"))
+        rate = float(config["training"].get("learning_rate") or 1e-3)
+        floor = 0.5 + abs(math.log10(rate) + 3)  # decades away from the best rate
+        for step in range(1, total + 1):
+            progress = {"step": step, "total_steps": total, "loss": floor + 4.0 / step}
+            print("TUNIX_PROGRESS " + json.dumps(progress), flush=True)
+            if step % 2 == 0:
+                evaluation = {"step": step, "eval_loss": floor + 0.2 + 4.0 / step}
+                print("TUNIX_PROGRESS " + json.dumps(evaluation), flush=True)
+            time.sleep(0.25)
+        result = {"train_loss": floor + 4.0 / total, "eval_loss": floor + 0.2 + 4.0 / total}
+        print("TUNIX_RESULT " + json.dumps({**result, "steps": total}), flush=True)
         return 0
     if behaviour == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -102,7 +102,16 @@ def build_site(*, dataset: Any) -> Site:
     from rest_framework.authtoken.models import Token
 
     from runs import artifacts
-    from runs.models import RunExport, WorkerHeartbeat
+    from runs.models import (
+        AliasMove,
+        ModelAlias,
+        ModelVersion,
+        RegisteredModel,
+        RunExport,
+        Sample,
+        Sweep,
+        WorkerHeartbeat,
+    )
     from tests.factories import (
         TunixRunFactory,
         UserFactory,
@@ -129,7 +138,34 @@ def build_site(*, dataset: Any) -> Site:
     )
     (directory / export.directory).mkdir(parents=True)
     (directory / export.directory / "config.json").write_text("{}")
+    # A registered version of that export, and a try-it sample of the run (the samples' URLs).
+    registered = RegisteredModel.objects.create(name="sweep-model", created_by=visitor)
+    version = ModelVersion.objects.create(
+        model=registered, number=1, sha256=export.sha256, export=export, run=run, step=2,
+        weights="merged", algorithm=run.algorithm, base_model_id=run.model_id,
+        dataset_key=dataset.key, dataset_sha256="0" * 64, promoted_by=visitor,
+    )  # fmt: skip
+    # An alias naming it, and the move that set it (the registry's alias URLs, its admin log).
+    ModelAlias.objects.create(model=registered, name="production", version=version)
+    AliasMove.objects.create(model=registered, alias="production", to_number=version.number)
+    sample = Sample.objects.create(
+        run=run, step=2, prompt="hello", max_new_tokens=8, temperature=0.0, created_by=visitor
+    )
     submitted_run(user=visitor)  # pending, with its queue task (the admin's queued-task pages)
+    # A sweep with one finished trial (the sweep API's detail and cancel, its admin pages).
+    sweep = Sweep.objects.create(
+        created_by=visitor,
+        dataset=dataset,
+        model_id="tunix-rt/tiny-llama3",
+        space={"learning_rate": {"low": 0.001, "high": 0.01, "log": True}},
+        metric="eval_loss",
+        direction="minimize",
+        n_trials=2,
+        concurrency=1,
+    )
+    TunixRunFactory(
+        dataset=dataset, sweep=sweep, trial_number=0, completed=True, created_by=visitor
+    )
     attempt = WebhookAttemptFactory(delivery__run=run, status_code=503)
     WebhookEndpointStateFactory()
     WorkerHeartbeat.objects.create(worker_id="host-1:123", host="host-1", pid=123)
@@ -154,11 +190,16 @@ def build_site(*, dataset: Any) -> Site:
         "key": dataset.key,
         "name": "config.json",
         "export_id": str(export.id),
+        "model_name": registered.name,
+        "number": str(version.number),
+        "alias": "production",
+        "sample_id": str(sample.id),
+        "sweep_id": str(sweep.id),
         # The admin's view-on-site redirect names an object by its content type.
         "content_type_id": str(ContentType.objects.get_for_model(run).pk),
         "object_id": str(run.pk),  # where the view edits no model of its own (else: its row)
     }
-    for row in (run, dataset, attempt.delivery, export):
+    for row in (run, dataset, attempt.delivery, export, registered, version):
         site.objects[type(row)] = row
     return site
 
