@@ -475,8 +475,16 @@ class WebhookEndpointStateAdmin(admin.ModelAdmin[WebhookEndpointState]):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin[WorkerHeartbeat]):
-    list_display = ["worker_id", "host", "pid", "started_at", "seen_at"]
-    readonly_fields = ["worker_id", "host", "pid", "started_at", "seen_at"]
+    list_display = ["worker_id", "host", "pid", "resource_class", "started_at", "seen_at"]
+    readonly_fields = [
+        "worker_id",
+        "host",
+        "pid",
+        "resource_class",
+        "devices",
+        "started_at",
+        "seen_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Workers write their own rows; an empty add form could only fail (pid is required).

@@ -14,6 +14,7 @@ from django.core.checks import CheckMessage, Error, Tags
 from django.core.checks import register as register_check
 from django.core.exceptions import ImproperlyConfigured
 
+from runs import resources
 from runs.addresses import literal_private_host
 
 
@@ -70,6 +71,10 @@ def queue_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="runs.E004",
             )
         )
+    try:
+        resources.configured(settings.TUNIX_RESOURCE_CLASSES)
+    except resources.ResourceError as exc:
+        errors.append(Error(f"TUNIX_RESOURCE_CLASSES: {exc}", id="runs.E006"))
     if settings.DATABASES["default"].get("OPTIONS", {}).get("pool"):
         errors.append(
             Error("the database 'pool' option breaks forked qcluster workers", id="runs.E005")

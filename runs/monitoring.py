@@ -68,6 +68,24 @@ class ClusterCollector(Collector):
             ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
+        # Per-class series under their own names: a label on tunix_runs_pending would turn
+        # its one sample into several and change what existing alerts on it compare.
+        for name, doc, values in (
+            (
+                "tunix_runs_pending_by_class",
+                "Runs waiting for a worker, per resource class they asked for",
+                queue.pending_by_class,
+            ),
+            (
+                "tunix_workers_alive_by_class",
+                "Worker processes with a fresh heartbeat, per resource class they serve",
+                queue.workers_by_class,
+            ),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["resource_class"])
+            for resource_class, value in sorted(values.items()):
+                family.add_metric([resource_class], value)
+            yield family
         if queue.newest_heartbeat_age_seconds is not None:
             yield GaugeMetricFamily(
                 "tunix_worker_heartbeat_age_seconds",

@@ -24,6 +24,27 @@ log = logging.getLogger("tunix_rt.worker")
 
 _drain_event = multiprocessing.get_context("fork").Event()
 _drain_seen: float | None = None
+# What this host has, read once by the qcluster master before it forks (runs.resources), so
+# every worker's heartbeat reports it without importing JAX.
+_host_devices: list[dict[str, Any]] = []
+
+
+def set_host_devices(devices: list[dict[str, Any]]) -> None:
+    global _host_devices
+    _host_devices = devices
+
+
+def served_class() -> str:
+    """The resource class this process's cluster serves, from the queue it was started for."""
+    from django_q.conf import Conf
+
+    from runs import resources
+
+    return resources.class_of_queue(
+        str(Conf.CLUSTER_NAME),
+        settings.TUNIX_RESOURCE_QUEUE_BASE,
+        resources.configured(settings.TUNIX_RESOURCE_CLASSES),
+    )
 
 
 def begin_drain() -> None:
@@ -46,7 +67,11 @@ def reap_once() -> None:
 
     close_old_connections()
     try:
-        services.worker_heartbeat(worker_id=services.worker_identity())
+        services.worker_heartbeat(
+            worker_id=services.worker_identity(),
+            devices=_host_devices,
+            resource_class=served_class(),
+        )
         services.run_reap()
         services.sweep_reconcile()
         services.webhook_schedule()

@@ -23,6 +23,7 @@ from runs.models import (
     WebhookDelivery,
     WebhookEndpointState,
 )
+from runs.resources import Resources
 
 DEMO_KEY = "tunix-demo-v1"  # the key of the conftest's demo_dataset
 
@@ -94,6 +95,7 @@ def submit(
     enqueue: bool = True,
     timeout_seconds: int | None = None,
     client_request_id: str | None = None,
+    resources: Resources | None = None,
 ) -> services.Submission:
     """A run submitted through the service, as the API and the launch page do: validated,
     fingerprinted and (with ``enqueue``, the default) queued in the same transaction. The tests'
@@ -105,6 +107,7 @@ def submit(
         config=config or {},
         timeout_seconds=timeout_seconds,
         client_request_id=client_request_id,
+        resources=resources,
     )
     return services.run_submit(user=user, request=request, enqueue=enqueue)
 

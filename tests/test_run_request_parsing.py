@@ -22,6 +22,7 @@ FIELDS = [
     "timeout_seconds",
     "client_request_id",
     "output_dir",
+    "resources",
     *training_config.PARAM_NAMES,
 ]
 # Values near every edge the serializer has: types it coerces, blanks and whitespace it trims,
@@ -63,7 +64,15 @@ NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0.0, 1e-3, 0.5, 0.51, 1.0, 3.0, 4096.0, 16.0, -0.0]),
 )
-VALUES = st.one_of(TEXTS, NUMBERS, st.booleans(), st.none(), st.just([]), st.just({}))
+VALUES = st.one_of(
+    TEXTS,
+    NUMBERS,
+    st.booleans(),
+    st.none(),
+    st.just([]),
+    st.just({}),
+    st.sampled_from([{"kind": "gpu"}, {"kind": "tpu", "count": 2, "device_type": "v5e"}]),
+)
 VALID = st.fixed_dictionaries(
     {"dataset_key": st.just("tunix-demo-v1"), "model_id": st.just("tunix-rt/tiny-llama3")},
     optional={

@@ -431,6 +431,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus.choices",
         "ExportStatusEnum": "runs.models.ExportStatus.choices",
+        "SweepStatusEnum": "runs.models.SweepStatus.choices",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -480,6 +481,24 @@ if TUNIX_TRAINING_QUEUE:
     Q_CLUSTER["ALT_CLUSTERS"][TUNIX_TRAINING_QUEUE] = {
         "workers": env_int("TUNIX_TRAINING_WORKERS", 1, minimum=1),
     }
+# TUNIX_RESOURCE_CLASSES: the resource classes this deployment's workers serve, each with the
+# most devices a run of it may ask for ("cpu:1,gpu:8,tpu-v5e:8"; read and checked by
+# runs/resources.py, and refused at start by runs.checks when malformed). cpu, which runs that
+# ask for nothing belong to, is always served, on the queue above. Every other class has its
+# own queue, `<training queue or TUNIX_Q_NAME>-<class>`, served by clusters started as
+# `Q_CLUSTER_NAME=<that> manage.py qcluster` on hosts with those devices (one run at a time per
+# cluster unless TUNIX_TRAINING_WORKERS says otherwise). A request no class serves is refused.
+TUNIX_RESOURCE_CLASSES = env_str("TUNIX_RESOURCE_CLASSES", "cpu:1")
+TUNIX_RESOURCE_QUEUE_BASE = TUNIX_TRAINING_QUEUE or Q_CLUSTER["name"]
+# A worker host's devices as JSON ([{"platform": "gpu", "kind": "A100", "count": 8}]) instead of
+# what JAX lists when qcluster starts: for hosts whose JAX cannot see them then. Empty: detect.
+TUNIX_WORKER_DEVICES = env_str("TUNIX_WORKER_DEVICES", "")
+for _item in TUNIX_RESOURCE_CLASSES.split(","):
+    _class = _item.partition(":")[0].strip()
+    if _class and _class != "cpu":
+        Q_CLUSTER["ALT_CLUSTERS"][f"{TUNIX_RESOURCE_QUEUE_BASE}-{_class}"] = {
+            "workers": env_int("TUNIX_TRAINING_WORKERS", 1, minimum=1),
+        }
 
 LOGGING: dict[str, Any] = {
     "version": 1,

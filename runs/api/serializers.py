@@ -13,7 +13,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from runs import selectors, training_config
+from runs import resources, selectors, training_config
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_CHOICES, REASONING_INCLUDE
 from runs.execution import MODES
@@ -33,6 +33,7 @@ from runs.progress import (
     algorithm_signals,
     ranking_metrics,
 )
+from runs.resources import Resources
 from runs.selectors import RunRow
 from runs.services import RunRequest
 
@@ -88,6 +89,37 @@ class StrictSerializer(serializers.Serializer[Any]):
         return attrs
 
 
+_RESOURCES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind"],
+    "properties": {
+        "kind": {"type": "string", "enum": list(resources.KINDS)},
+        "count": {"type": "integer", "minimum": 1, "default": 1},
+        "device_type": {
+            "type": "string",
+            "pattern": resources.DEVICE_TYPE_PATTERN,
+            "description": "gpu or tpu only, e.g. a100 or v5e",
+        },
+    },
+}
+
+
+@extend_schema_field(_RESOURCES_SCHEMA)
+class ResourcesField(serializers.Field[Resources, Any, Any, Any]):
+    """A run's `resources` object, checked by runs.resources (which resource classes this
+    deployment serves, and how many devices each, is the service's check)."""
+
+    def to_internal_value(self, data: Any) -> Resources:
+        try:
+            return resources.parse(data)
+        except resources.ResourceError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value: Any) -> Any:
+        return value.as_json() if isinstance(value, Resources) else value
+
+
 class RunCreateSerializer(StrictSerializer):
     dataset_key = serializers.CharField(
         max_length=128, validators=[RegexValidator(DATASET_KEY_PATTERN)]
@@ -134,6 +166,14 @@ class RunCreateSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         help_text="Not accepted: the server chooses each run's artifact directory",
+    )
+    resources = ResourcesField(
+        required=False,
+        allow_null=True,
+        help_text="What a local run needs of its worker host: an accelerator kind (cpu, gpu, "
+        "tpu), a count (default 1) and optionally a device type (a100, v5e). Only a worker of "
+        "that resource class takes it; one no configured class serves is refused. Default: "
+        "none (cpu).",
     )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
@@ -182,6 +222,7 @@ class RunCreateSerializer(StrictSerializer):
             config={name: data[name] for name in _PARAM_ROWS if name in data},
             timeout_seconds=data.get("timeout_seconds"),
             client_request_id=data.get("client_request_id"),
+            resources=data.get("resources"),
         )
 
 
@@ -197,6 +238,7 @@ _RUN_FIELDS = {
     "timeout_seconds",
     "client_request_id",
     "output_dir",
+    "resources",
     *_PARAM_ROWS,
 }
 
@@ -247,6 +289,9 @@ def plain_run_request(data: object) -> RunRequest | None:
     if key is not None and not _plain_text(key, 128):
         return None
     if data.get("output_dir", None) is not None:
+        return None
+    # Resources are rare on the hot path: the serializer (with runs.resources) reads them.
+    if data.get("resources", None) is not None:
         return None
     algorithm = data.get("algorithm", DEFAULT_ALGORITHM)
     if type(algorithm) is not str or algorithm not in ALGORITHMS:
@@ -582,6 +627,13 @@ class RunDetailSerializer(RunListItemSerializer):
     trial_number = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="Its number within the sweep, from 0"
     )
+    resources = serializers.SerializerMethodField(
+        help_text="What the run asked of its worker host; null when it asked for nothing (cpu)"
+    )
+    resource_class = serializers.CharField(
+        read_only=True,
+        help_text="The resource class whose workers take it: cpu, gpu, gpu-a100, tpu-v5e, …",
+    )
 
     class Meta(RunListItemSerializer.Meta):
         fields = [
@@ -603,8 +655,14 @@ class RunDetailSerializer(RunListItemSerializer):
             "created_by",
             "sweep",
             "trial_number",
+            "resources",
+            "resource_class",
         ]
         read_only_fields = fields
+
+    @extend_schema_field({**_RESOURCES_SCHEMA, "nullable": True})
+    def get_resources(self, run: TunixRun) -> dict[str, Any] | None:
+        return run.resources or None
 
     def get_wait_reason(self, run: TunixRun) -> str | None:
         return selectors.run_wait_reason(run=run)

@@ -17,7 +17,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    inline_serializer,
+    extend_schema_serializer,
 )
 from rest_framework import permissions, serializers, viewsets
 from rest_framework import status as http_status
@@ -162,6 +162,9 @@ class SweepBaseSerializer(serializers.Serializer[Any]):
     algorithm = serializers.CharField()
     config = serializers.DictField(help_text="the fixed hyperparameters")
     timeout_seconds = serializers.IntegerField(allow_null=True)
+    resources = serializers.DictField(
+        allow_null=True, help_text="what every trial asks of its worker host; null: nothing"
+    )
 
 
 class SweepSerializer(serializers.Serializer[Any]):
@@ -210,6 +213,7 @@ def sweep_item(request: Request, sweep: Sweep, *, made: int, ended: int) -> dict
             "algorithm": sweep.algorithm,
             "config": sweep.config,
             "timeout_seconds": sweep.timeout_seconds,
+            "resources": sweep.resources or None,
         },
         "space": sweep.space,
         "metric": sweep.metric,
@@ -271,6 +275,13 @@ def detail_item(request: Request, detail: selectors.SweepDetail) -> dict[str, An
     return item
 
 
+# One object with the sweeps under "data" (a list action would otherwise be documented as an
+# array).
+@extend_schema_serializer(many=False)
+class SweepListSerializer(serializers.Serializer[Any]):
+    data = SweepSerializer(many=True)  # type: ignore[assignment]
+
+
 class SweepViewSet(viewsets.ViewSet):
     # Sweeps at tunix/sweeps/<sweep_id>: list, create, detail with trials, cancel.
     # (No docstring: drf-spectacular would make it the description of every operation.)
@@ -287,7 +298,7 @@ class SweepViewSet(viewsets.ViewSet):
         operation_id="sweep_list",
         parameters=[SweepListQuerySerializer],
         responses={
-            200: inline_serializer("SweepList", fields={"data": SweepSerializer(many=True)}),
+            200: SweepListSerializer,
             400: PROBLEM,
             401: PROBLEM,
         },

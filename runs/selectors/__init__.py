@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import json
 from collections.abc import Iterator
@@ -15,11 +16,12 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import F, FloatField, Max, Min, Q, QuerySet
+from django.db.models import Count, F, FloatField, Max, Min, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from runs import resources
 from runs.models import (
     Dataset,
     ProcessMetrics,
@@ -470,6 +472,8 @@ class WorkerFleet:
     # release) are given the benefit of the doubt.
     foreign_hosts: list[str]
     foreign: int  # how many live worker processes that is
+    # Live worker processes per resource class their cluster serves (runs/resources.py).
+    classes_alive: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def readable(self) -> int:
@@ -487,11 +491,18 @@ def worker_fleet(*, signing_key_id: str | None = None) -> WorkerFleet:
         seen_at__gte=timezone.now() - timedelta(seconds=settings.TUNIX_STALE_AFTER_SECONDS)
     )
     foreign = list(alive.exclude(signing_key_id__in=["", key_id]).values_list("host", flat=True))
+    classes = dict(
+        alive.order_by()
+        .values("resource_class")
+        .annotate(n=Count("worker_id"))
+        .values_list("resource_class", "n")
+    )
     return WorkerFleet(
         newest_seen=worker_last_seen(),
-        alive=alive.count(),
+        alive=sum(classes.values()),
         foreign_hosts=sorted(set(foreign)),
         foreign=len(foreign),
+        classes_alive=classes,
     )
 
 
@@ -507,11 +518,16 @@ def describe_foreign_workers(hosts: list[str]) -> str:
 
 def run_wait_reason(*, run: TunixRun) -> str | None:
     """Why a pending run is not being picked up, when the cause is that no worker can take it:
-    none is alive, or every live one reads queue tasks with another key. None otherwise (it is
-    simply waiting its turn), and for a run that is not pending."""
+    none is alive, none serves its resource class, or every live one reads queue tasks with
+    another key. None otherwise (it is simply waiting its turn), and for a run that is not
+    pending."""
     if run.status != RunStatus.PENDING:
         return None
     fleet = worker_fleet()
+    if (fleet.alive or run.resource_class != resources.CPU) and not fleet.classes_alive.get(
+        run.resource_class
+    ):
+        return describe_missing_class(run, fleet)
     if fleet.alive == 0:
         if fleet.newest_seen is None:
             return "no worker has ever reported: start one with manage.py qcluster"
@@ -520,6 +536,18 @@ def run_wait_reason(*, run: TunixRun) -> str | None:
     if fleet.readable == 0:
         return describe_foreign_workers(fleet.foreign_hosts)
     return None
+
+
+def describe_missing_class(run: TunixRun, fleet: WorkerFleet) -> str:
+    """Why a run of a resource class no live worker serves waits, in one sentence."""
+    asked = resources.from_stored(run.resources)
+    count = asked.count if asked is not None else 1
+    served = ", ".join(sorted(name for name, n in fleet.classes_alive.items() if n)) or "none"
+    return (
+        f"waiting for a worker with {run.resource_class} {resources.TIMES} {count}; none alive "
+        f"(live workers "
+        f"serve: {served})"
+    )
 
 
 @dataclass(frozen=True)
@@ -532,6 +560,10 @@ class QueueGauges:
     # Live workers that sign queue tasks with another key than this process (a gauge for
     # /metrics: above 0, they cannot read what this web host queues).
     workers_foreign_key: int = 0
+    # Per resource class: pending runs, and live workers that serve it (every configured class
+    # is listed, with 0, so an alert on "pending while none alive" has both series).
+    pending_by_class: dict[str, int] = dataclasses.field(default_factory=dict)
+    workers_by_class: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def queue_gauges() -> QueueGauges:
@@ -542,8 +574,17 @@ def queue_gauges() -> QueueGauges:
     oldest = pending.aggregate(oldest=Min("queued_at"))["oldest"]
     fleet = worker_fleet()
     newest = fleet.newest_seen
+    configured = dict.fromkeys(resources.configured(settings.TUNIX_RESOURCE_CLASSES), 0)
+    by_class = configured | dict(
+        pending.order_by()
+        .values("resource_class")
+        .annotate(n=Count("id"))
+        .values_list("resource_class", "n")
+    )
     return QueueGauges(
-        pending=pending.count(),
+        pending=sum(by_class.values()),
+        pending_by_class=by_class,
+        workers_by_class=configured | fleet.classes_alive,
         oldest_pending_age_seconds=(now - oldest).total_seconds() if oldest else 0.0,
         running=TunixRun.objects.filter(status=RunStatus.RUNNING).count(),
         workers_alive=fleet.alive,

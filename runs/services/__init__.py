@@ -12,6 +12,7 @@
 | webhooks | webhook events, attempts and retries |
 | exports | a finished training's checkpoint as a Hugging Face directory, written by a worker |
 | samples | try-it completions of a finished training or a registered version, by a worker |
+| worker_tasks | what exports and samples share: the claim, the child's result line, the row's end |
 | registry | the model registry: exports promoted to numbered versions, aliases and their moves |
 | sweeps | hyperparameter sweeps: trials asked of Optuna, submitted as runs, pruned, ended |
 | telemetry | timed writes and this process's metrics row |

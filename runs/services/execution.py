@@ -16,14 +16,15 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 
-from runs import artifacts, authorization, tuning
+from runs import artifacts, authorization, resources, tuning
 from runs.dryrun import BaseSpec, training_spec
-from runs.execution import get_backend
+from runs.execution import UnknownMode, get_backend
 from runs.execution.base import Requeue, RunSpec, Supervision, execute
 from runs.models import RunStatus, TunixRun
 from runs.outcomes import Reason, RunOutcome
 from runs.selectors.bases import run_base_model
 from runs.services.datasets import dataset_path
+from runs.services.errors import ServiceError
 from runs.services.queue import enqueue_run
 from runs.services.recovery import run_requeue
 from runs.services.status import run_claim, run_finish, run_heartbeat
@@ -151,8 +152,29 @@ def run_worker_execute(*, run_id: UUID, drain_since: DrainSince = _never_drainin
     return str(run_execute(run=claimed, drain_since=drain_since).status)
 
 
+def _refuse_routed_sync(request: RunRequest) -> None:
+    """A training that asks for an accelerator class runs only on a worker of that class: this
+    (web) process is none, so it must be queued."""
+    asked = request.resources
+    if asked is None or asked.resource_class == resources.CPU:
+        return
+    if resources.servable(asked, resources.configured(settings.TUNIX_RESOURCE_CLASSES)):
+        return  # run_submit refuses it as no worker could ever serve it
+    try:
+        trains = get_backend(request.mode).trains
+    except UnknownMode:
+        return  # run_submit words that refusal
+    if trains:
+        raise ServiceError(
+            f"a run that asks for {asked.describe()} runs on a worker of that class: queue it "
+            "(?mode=async, or the launch form's queue option)",
+            field="resources",
+        )
+
+
 def run_sync(*, user: authorization.UserLike, request: RunRequest) -> Submission:
     """Create a run and execute it in this process (the API's default, synchronous mode)."""
+    _refuse_routed_sync(request)
     submission = run_submit(user=user, request=request, enqueue=False)
     if submission.replayed:
         return submission

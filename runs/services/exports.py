@@ -12,22 +12,19 @@ import json
 import logging
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
-from django.utils import timezone
 
 from runs import artifacts, authorization, executor, selectors
 from runs.execution import get_backend
 from runs.execution.local import trainer_environment, tunix_runtime_available
 from runs.models import ExportStatus, ExportWeights, RunExport, RunStatus, TunixRun
 from runs.outcomes import Reason, known_reason
-from runs.progress import ERROR_PREFIX, RESULT_PREFIX
+from runs.services import worker_tasks
 from runs.services.errors import Conflict, Forbidden, NotFound, ServiceError
 
 log = logging.getLogger("tunix_rt.runs")
@@ -96,44 +93,20 @@ def export_timeout_seconds() -> int:
 
 
 def _enqueue(export: RunExport) -> None:
-    from django_q.tasks import async_task
-
-    async_task(
-        EXPORT_FUNC,
-        str(export.id),
-        task_name=f"export-{export.id}",
-        timeout=export_timeout_seconds() + settings.TUNIX_KILL_GRACE_SECONDS + 60,
-        ack_failure=True,
-        cluster=settings.TUNIX_TRAINING_QUEUE or None,  # it needs the training stack
+    worker_tasks.enqueue(
+        EXPORT_FUNC, export.id, name="export", timeout_seconds=export_timeout_seconds()
     )
 
 
 def _claim(export_id: UUID) -> RunExport | None:
-    """Take the export: pending, or running past its deadline (a worker died with it)."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=export_timeout_seconds() + settings.TUNIX_KILL_GRACE_SECONDS)
-    claimed = (
-        RunExport.objects.filter(id=export_id)
-        .filter(
-            Q(status=ExportStatus.PENDING) | Q(status=ExportStatus.RUNNING, started_at__lt=stale)
-        )
-        .update(status=ExportStatus.RUNNING, started_at=now)
-    )
-    if not claimed:
-        return None
-    return RunExport.objects.select_related("run").get(id=export_id)
-
-
-def _finish(export: RunExport, **fields: Any) -> None:
-    RunExport.objects.filter(id=export.id, status=ExportStatus.RUNNING).update(
-        completed_at=timezone.now(), **fields
+    return worker_tasks.claim(
+        RunExport, export_id, timeout_seconds=export_timeout_seconds(), related=("run",)
     )
 
 
 def _fail(export: RunExport, reason: str, message: str) -> str:
-    _finish(export, status=ExportStatus.FAILED, error_reason=reason, error_message=message[:4000])
     log.info("export_failed export_id=%s reason=%s", export.id, reason)
-    return ExportStatus.FAILED
+    return worker_tasks.fail(export, reason, message)
 
 
 def export_execute(*, export_id: UUID) -> str:
@@ -172,11 +145,11 @@ def export_execute(*, export_id: UUID) -> str:
         )
     finally:
         config.unlink(missing_ok=True)
-    summary, error = _report(result.stdout)
+    summary, error = worker_tasks.child_report(result.stdout)
     if result.timed_out:
         return _fail(export, Reason.TIMEOUT, f"the export took over {export_timeout_seconds()} s")
     if result.exit_code == 0 and summary is not None and summary.get("sha256"):
-        _finish(
+        worker_tasks.finish(
             export,
             status=ExportStatus.COMPLETED,
             sha256=str(summary["sha256"]),
@@ -202,22 +175,6 @@ def _manifest_files(directory: Path) -> list[dict[str, Any]]:
         {"path": f["name"], "size_bytes": f["bytes"], "sha256": f["sha256"]}
         for f in manifest.get("files", [])
     ]
-
-
-def _report(stdout: str) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
-    """The export process's TUNIX_RESULT payload and TUNIX_ERROR (reason, message), if any."""
-    summary: dict[str, Any] | None = None
-    error: tuple[str, str] | None = None
-    for line in stdout.splitlines():
-        try:
-            if line.startswith(RESULT_PREFIX):
-                summary = json.loads(line.removeprefix(RESULT_PREFIX))
-            elif line.startswith(ERROR_PREFIX):
-                payload = json.loads(line.removeprefix(ERROR_PREFIX))
-                error = (str(payload.get("reason", "")), str(payload.get("message", "")))
-        except ValueError:
-            continue
-    return summary, error
 
 
 def export_files(export: RunExport) -> list[tuple[str, Path]]:

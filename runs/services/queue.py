@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.brokers import Broker
 
+from runs import resources
 from runs.execution import get_backend
 from runs.models import TunixRun
 
@@ -34,6 +35,15 @@ def task_queue(mode: str) -> str | None:
     return None
 
 
+def run_task_queue(run: TunixRun) -> str | None:
+    """The queue this run's task goes to: a training that asked for a class other than cpu goes
+    to that class's queue, served only by clusters on hosts with those devices (the qcluster
+    command checks); everything else as task_queue says."""
+    if run.resource_class != resources.CPU and get_backend(run.mode).trains:
+        return resources.class_queue(settings.TUNIX_RESOURCE_QUEUE_BASE, run.resource_class)
+    return task_queue(run.mode)
+
+
 def enqueue_run(run: TunixRun) -> str:
     """Write the run's queue task. Callers hold a transaction so the task commits with the
     run."""
@@ -48,7 +58,7 @@ def _task_options(run: TunixRun) -> dict[str, Any]:
         "task_name": f"run-{run.id}",
         "timeout": task_timeout_seconds(run),
         "ack_failure": True,
-        "cluster": task_queue(run.mode),
+        "cluster": run_task_queue(run),
     }
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from runs import authorization, broker, metrics, selectors
+from runs import authorization, broker, metrics, resources, selectors
 from runs.models import RunStatus, TunixRun, WorkerHeartbeat
 from runs.outcomes import Ending, Reason, RunOutcome
 from runs.services.errors import Conflict, Forbidden, NotFound
@@ -245,10 +246,16 @@ def _stale_claims(claimed: list[_QueueRow], *, recovered: set[UUID]) -> list[int
     return stale
 
 
-def worker_heartbeat(*, worker_id: str, signing_key_id: str | None = None) -> None:
-    """A worker process says it is alive (even with nothing to run), and which key it reads
-    queue tasks with (runs.broker.signing_key_id unless given), so web hosts can tell whether
-    it can read theirs."""
+def worker_heartbeat(
+    *,
+    worker_id: str,
+    signing_key_id: str | None = None,
+    devices: list[dict[str, Any]] | None = None,
+    resource_class: str = resources.CPU,
+) -> None:
+    """A worker process says it is alive (even with nothing to run), which key it reads queue
+    tasks with (runs.broker.signing_key_id unless given), so web hosts can tell whether it can
+    read theirs, and what its host has and which resource class it serves."""
     host, _, pid = worker_id.removeprefix("worker:").rpartition(":")
     key_id = broker.signing_key_id() if signing_key_id is None else signing_key_id
     WorkerHeartbeat.objects.update_or_create(
@@ -258,6 +265,8 @@ def worker_heartbeat(*, worker_id: str, signing_key_id: str | None = None) -> No
             "pid": int(pid or 0),
             "seen_at": timezone.now(),
             "signing_key_id": key_id[:32],
+            "devices": devices or [],
+            "resource_class": resource_class[:40],
         },
     )
 

@@ -22,7 +22,6 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from runs import artifacts, authorization, executor, selectors
@@ -39,7 +38,7 @@ from runs.models import (
     TunixRun,
 )
 from runs.outcomes import Reason, known_reason
-from runs.progress import ERROR_PREFIX, RESULT_PREFIX
+from runs.services import worker_tasks
 from runs.services.errors import Conflict, Forbidden, NotFound, ServiceError
 
 log = logging.getLogger("tunix_rt.runs")
@@ -222,44 +221,23 @@ def _refuse_a_flood(owner: User) -> None:
 
 
 def _enqueue(sample: Sample) -> None:
-    from django_q.tasks import async_task
-
-    async_task(
-        SAMPLE_FUNC,
-        str(sample.id),
-        task_name=f"sample-{sample.id}",
-        timeout=sample_timeout_seconds() + settings.TUNIX_KILL_GRACE_SECONDS + 60,
-        ack_failure=True,
-        cluster=settings.TUNIX_TRAINING_QUEUE or None,  # it needs the training stack
+    worker_tasks.enqueue(
+        SAMPLE_FUNC, sample.id, name="sample", timeout_seconds=sample_timeout_seconds()
     )
 
 
 def _claim(sample_id: UUID) -> Sample | None:
-    """Take the sample: pending, or running past its deadline (a worker died with it)."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=sample_timeout_seconds() + settings.TUNIX_KILL_GRACE_SECONDS)
-    claimed = (
-        Sample.objects.filter(id=sample_id)
-        .filter(
-            Q(status=SampleStatus.PENDING) | Q(status=SampleStatus.RUNNING, started_at__lt=stale)
-        )
-        .update(status=SampleStatus.RUNNING, started_at=now)
-    )
-    if not claimed:
-        return None
-    return Sample.objects.select_related("run", "version__export__run").get(id=sample_id)
-
-
-def _finish(sample: Sample, **fields: Any) -> None:
-    Sample.objects.filter(id=sample.id, status=SampleStatus.RUNNING).update(
-        completed_at=timezone.now(), **fields
+    return worker_tasks.claim(
+        Sample,
+        sample_id,
+        timeout_seconds=sample_timeout_seconds(),
+        related=("run", "version__export__run"),
     )
 
 
 def _fail(sample: Sample, reason: str, message: str) -> str:
-    _finish(sample, status=SampleStatus.FAILED, error_reason=reason, error_message=message[:4000])
     log.info("sample_failed sample_id=%s reason=%s", sample.id, reason)
-    return SampleStatus.FAILED
+    return worker_tasks.fail(sample, reason, message)
 
 
 def _weights(sample: Sample) -> tuple[Path, dict[str, Any]]:
@@ -345,14 +323,14 @@ def sample_execute(*, sample_id: UUID) -> str:
         )
     finally:
         config.unlink(missing_ok=True)
-    summary, error = _report(result.stdout)
+    summary, error = worker_tasks.child_report(result.stdout)
     if result.timed_out:
         return _fail(sample, Reason.TIMEOUT, f"the sample took over {sample_timeout_seconds()} s")
     if result.exit_code == 0 and summary is not None and "completion" in summary:
         load, compile_ = _seconds(summary, "load_seconds"), _seconds(summary, "compile_seconds")
         generate = _seconds(summary, "generate_seconds")
         # The row has two columns: the model's cost (loading and compiling) and the sample's.
-        _finish(
+        worker_tasks.finish(
             sample,
             status=SampleStatus.COMPLETED,
             completion=str(summary["completion"]).replace("\x00", "\ufffd"),
@@ -383,19 +361,3 @@ def _seconds(summary: dict[str, Any], key: str) -> float:
         return max(0.0, float(summary.get(key) or 0.0))
     except (TypeError, ValueError):
         return 0.0
-
-
-def _report(stdout: str) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
-    """The sample process's TUNIX_RESULT payload and TUNIX_ERROR (reason, message), if any."""
-    summary: dict[str, Any] | None = None
-    error: tuple[str, str] | None = None
-    for line in stdout.splitlines():
-        try:
-            if line.startswith(RESULT_PREFIX):
-                summary = json.loads(line.removeprefix(RESULT_PREFIX))
-            elif line.startswith(ERROR_PREFIX):
-                payload = json.loads(line.removeprefix(ERROR_PREFIX))
-                error = (str(payload.get("reason", "")), str(payload.get("message", "")))
-        except ValueError:
-            continue
-    return summary, error

@@ -18,9 +18,10 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection
 from django_q.models import OrmQ
 
-from runs import algorithms, authorization, metrics, model_catalog, training_config
+from runs import algorithms, authorization, metrics, model_catalog, resources, training_config
 from runs.execution import UnknownMode, get_backend
 from runs.models import Dataset, RunMode, RunStatus, TunixRun
+from runs.resources import Resources
 from runs.selectors.bases import REFERENCE_PREFIXES, BaseModel, BaseModelError, base_model_resolve
 from runs.services.errors import Forbidden, IdempotencyMismatch, ServiceError
 from runs.services.queue import QueueRow, enqueue_run, run_queue_row
@@ -41,6 +42,7 @@ class RunRequest:
     timeout_seconds: int | None = None
     client_request_id: str | None = None  # the idempotency key
     algorithm: str = algorithms.DEFAULT_ALGORITHM
+    resources: Resources | None = None  # None: asks for nothing (served as cpu)
 
     @classmethod
     def like(cls, run: TunixRun) -> RunRequest:
@@ -52,6 +54,7 @@ class RunRequest:
             config=dict(run.config),
             timeout_seconds=run.timeout_seconds,
             algorithm=run.algorithm,
+            resources=resources.from_stored(run.resources),
         )
 
     def with_key(self, client_request_id: str | None) -> RunRequest:
@@ -122,17 +125,32 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
         "config": clean,
         "timeout_seconds": timeout,
     }
-    # An SFT request hashes as it did before runs chose an algorithm, so a key used then
-    # still replays.
+    # An SFT request without resources hashes as it did before runs chose an algorithm or
+    # resources, so a key used then still replays.
     hashed = {k: v for k, v in fields.items() if k != "algorithm"}
     if request.algorithm != algorithms.DEFAULT_ALGORITHM:
         hashed["algorithm"] = request.algorithm
+    if request.resources is not None:
+        hashed["resources"] = request.resources.as_json()
+        fields.update(_resource_fields(request.resources, trains=trains))
     fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **hashed})
     if base is not None:
         # Hashed as asked, so a retry of "models:/m@prod" replays after the alias moved; the
         # run keeps what the reference named when it was first submitted.
         fields.update(model_id=base.model_id, base_export=base.export, base_version=base.version)
     return {**fields, "request_fingerprint": fingerprint}
+
+
+def _resource_fields(asked: Resources, *, trains: bool) -> dict[str, Any]:
+    """The run's resources columns; refuses a request no configured worker class could ever
+    serve, so it is not queued forever. Only a training routes by class: a dry-run needs no
+    accelerator and goes to the cpu queue whatever it asks."""
+    if reason := resources.servable(asked, resources.configured(settings.TUNIX_RESOURCE_CLASSES)):
+        raise ServiceError(reason, field="resources")
+    return {
+        "resources": asked.as_json(),
+        "resource_class": asked.resource_class if trains else resources.CPU,
+    }
 
 
 def checkpoint_directory(model_id: str) -> Path | None:

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from runs import algorithms, authorization, progress, selectors, tuning
+from runs import algorithms, authorization, progress, resources, selectors, tuning
 from runs.models import (
     TERMINAL_STATUSES,
     Dataset,
@@ -182,6 +182,7 @@ def sweep_create(*, user: authorization.UserLike, request: SweepRequest) -> Swee
             mode=base.mode,
             config=fixed,
             timeout_seconds=base.timeout_seconds,
+            resources=base.resources.as_json() if base.resources else {},
             space={name: dim.as_json() for name, dim in space.items()},
             metric=request.metric,
             direction=direction,
@@ -254,6 +255,7 @@ def _submit_trial(sweep: Sweep, number: int, params: dict[str, Any]) -> TunixRun
         config={**sweep.config, **params},
         timeout_seconds=sweep.timeout_seconds,
         client_request_id=_trial_key(sweep.id, number),
+        resources=resources.from_stored(sweep.resources),
     )
     submission = run_submit(user=sweep.created_by, request=request, enqueue=True)
     run = submission.run

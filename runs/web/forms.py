@@ -12,7 +12,7 @@ from django.core.validators import RegexValidator
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from runs import model_catalog, selectors, training_config
+from runs import model_catalog, resources, selectors, training_config
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_INCLUDE, REASONING_OMIT
 from runs.models import (
@@ -154,6 +154,17 @@ class RunLaunchForm(forms.Form):
         help_text=f"default {settings.TUNIX_RUN_TIMEOUT_SECONDS} s",
     )
 
+    resource_kind = forms.ChoiceField(
+        choices=[("", "nothing in particular (cpu)"), *((k, k) for k in resources.KINDS)],
+        required=False,
+        label="Accelerator",
+        help_text="a local run waits for a worker host with these devices",
+    )
+    resource_count = forms.IntegerField(required=False, min_value=1, label="Devices")
+    resource_device_type = forms.CharField(
+        required=False, max_length=32, label="Device type", help_text="e.g. a100 or v5e"
+    )
+
     def __init__(self, *args: Any, algorithm: str = DEFAULT_ALGORITHM, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.chosen = ALGORITHMS[algorithm]
@@ -196,6 +207,17 @@ class RunLaunchForm(forms.Form):
         for name, reason in errors.items():
             self.add_error(name, reason)
         data["config"] = values
+        data["resources"] = None
+        if data.get("resource_kind"):
+            asked = {
+                "kind": data["resource_kind"],
+                "count": data.get("resource_count") or 1,
+                "device_type": (data.get("resource_device_type") or "").strip(),
+            }
+            try:
+                data["resources"] = resources.parse(asked)
+            except resources.ResourceError as exc:
+                self.add_error("resource_kind", str(exc))
         return data
 
     def run_request(self) -> RunRequest:
@@ -207,6 +229,7 @@ class RunLaunchForm(forms.Form):
             algorithm=self.chosen.name,
             config=data["config"],
             timeout_seconds=data["timeout_seconds"],
+            resources=data["resources"],
         )
 
 

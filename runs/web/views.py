@@ -234,6 +234,8 @@ def _submit(form: RunLaunchForm, request: HttpRequest) -> TunixRun | None:
         field = exc.field if exc.field in form.fields else None
         if exc.field == "dataset_key":
             field = "dataset"
+        elif exc.field == "resources":
+            field = "resource_kind"
         form.add_error(field, exc.message)
         return None
 

@@ -18,7 +18,10 @@ from django_q.cluster import Cluster
 from django_q.conf import Conf
 from django_q.management.commands import qcluster
 
-from runs import worker  # imported before the cluster forks: workers share its drain flag
+from runs import (
+    resources,
+    worker,
+)  # imported before the cluster forks: workers share its drain flag
 
 
 class _SignalSafeSentinel(q_cluster.Sentinel):  # type: ignore[misc]
@@ -34,6 +37,38 @@ class _SignalSafeSentinel(q_cluster.Sentinel):  # type: ignore[misc]
         self.start()
 
 
+def refusal(devices: list[dict[str, Any]], served: str) -> str | None:
+    """Why a host with ``devices`` may not serve the resource class ``served`` (None: it may).
+    Its workers must be able to run the largest request the class takes."""
+    most = resources.configured(settings.TUNIX_RESOURCE_CLASSES).get(served)
+    if most is None:
+        return f"resource class {served!r} is not in TUNIX_RESOURCE_CLASSES"
+    needed = resources.class_request(served, most)
+    if resources.satisfies(devices, needed):
+        return None
+    return (
+        f"this host cannot serve resource class {served} ({needed.describe()} per run): it has "
+        f"{resources.describe_devices(devices)}; start this cluster on a host with those devices"
+    )
+
+
+def host_devices_for(served: str) -> list[dict[str, Any]]:
+    """This host's devices (read in a child process, or as TUNIX_WORKER_DEVICES declares them),
+    if they satisfy the class its cluster serves. The queue's routing is the guarantee that a
+    run lands only on a host that can serve it, so a cluster started for a class on the wrong
+    host refuses to start."""
+    if settings.TUNIX_WORKER_DEVICES:
+        try:
+            devices = resources.declared_devices(settings.TUNIX_WORKER_DEVICES)
+        except resources.ResourceError as exc:
+            raise CommandError(f"TUNIX_WORKER_DEVICES: {exc}") from None
+    else:
+        devices = resources.detect_devices()
+    if reason := refusal(devices, served):
+        raise CommandError(reason)
+    return devices
+
+
 class Command(qcluster.Command):  # type: ignore[misc]  # django-q2 ships no types
     help = "Start a django-q2 cluster whose workers drain running Tunix runs on SIGTERM."
 
@@ -47,6 +82,7 @@ class Command(qcluster.Command):  # type: ignore[misc]  # django-q2 ships no typ
                 f"start this cluster as `Q_CLUSTER_NAME={name} python manage.py qcluster`: the "
                 "queue name must be in the environment when the process starts"
             )
+        worker.set_host_devices(host_devices_for(worker.served_class()))
         q_cluster.Sentinel = _SignalSafeSentinel  # Cluster.start looks it up when it forks
         cluster = Cluster()
         # Cluster() installed django-q2's stop handlers; drain the workers before stopping.
