@@ -740,8 +740,7 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
     if len(args) != 1:
         out("usage: python -m runs.export CONFIG.json")
         return EXIT_REFUSED
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
+    trainer.quiet_output()
     started = time.monotonic()
     try:
         request = read_request(Path(args[0]))

@@ -54,7 +54,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,10 +341,7 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = prin
     if len(args) != 1:
         out("usage: python -m runs.sample CONFIG.json")
         return EXIT_REFUSED
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    # As the trainer's main: Tunix's model code and sampler warn on every use of these.
-    warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
-    warnings.filterwarnings("ignore", message=r"Using deprecated _init_cache")
+    trainer.quiet_output()
     try:
         result = sample(read_request(Path(args[0])), started=started)
     except TrainerError as exc:

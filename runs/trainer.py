@@ -1149,17 +1149,23 @@ def train_sft(plan: Plan, *, resumed_from: int = 0) -> dict[str, Any]:
     return {k: v for k, v in result.items() if v is not None}
 
 
+def quiet_output() -> None:
+    """What a child process (trainer, export, sample) prints is its run's: no progress bars,
+    and none of the deprecation warnings Tunix triggers on every step."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    # Tunix's trainer reads the mesh from `with mesh:`, which JAX now reports as deprecated on
+    # every use.
+    warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
+    # Likewise Tunix's sampler, for models that bring no KV cache of their own (Llama 3).
+    warnings.filterwarnings("ignore", message=r"Using deprecated _init_cache")
+
+
 def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] = print) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         out("usage: python -m runs.trainer CONFIG.json")
         return EXIT_REFUSED
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    # Tunix's trainer reads the mesh from `with mesh:`, which JAX now reports as deprecated on
-    # every use; the run's output is for the run, not for that.
-    warnings.filterwarnings("ignore", message=r".*`with mesh:` context manager")
-    # Likewise Tunix's sampler, for models that bring no KV cache of their own (Llama 3).
-    warnings.filterwarnings("ignore", message=r"Using deprecated _init_cache")
+    quiet_output()
     try:
         plan = read_plan(Path(args[0]))
         plan.checkpoints.mkdir(parents=True, exist_ok=True)

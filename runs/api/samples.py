@@ -154,7 +154,7 @@ def _canonical(value: str) -> str:
 
 
 def version_or_404(model_name: str, number: int) -> ModelVersion:
-    version = selectors.sample_version_get(model_name=model_name, number=number)
+    version = selectors.registry_version_get(model_name=model_name, number=number)
     if version is None:
         raise NotFound(f"no version {number} of model {model_name!r}")
     return version

@@ -51,6 +51,7 @@ from runs.selectors.comparison import Prediction as Prediction
 from runs.selectors.comparison import RunsNotFound as RunsNotFound
 from runs.selectors.comparison import comparison_items as comparison_items
 from runs.selectors.comparison import run_comparison as run_comparison
+from runs.selectors.ids import as_uuid
 from runs.selectors.registry import MAX_VERSION_NUMBER as MAX_VERSION_NUMBER
 from runs.selectors.registry import ResolvedAlias as ResolvedAlias
 from runs.selectors.registry import registry_alias_get as registry_alias_get
@@ -68,7 +69,6 @@ from runs.selectors.registry import valid_model_name as valid_model_name
 from runs.selectors.registry import valid_version_number as valid_version_number
 from runs.selectors.samples import sample_get as sample_get
 from runs.selectors.samples import sample_list as sample_list
-from runs.selectors.samples import sample_version_get as sample_version_get
 from runs.selectors.samples import sample_visible as sample_visible
 from runs.selectors.sweeps import SweepDetail as SweepDetail
 from runs.selectors.sweeps import SweepProgress as SweepProgress
@@ -330,20 +330,11 @@ def _visible(runs: QuerySet[TunixRun], owner: int | None) -> QuerySet[TunixRun]:
 
 def run_get(*, run_id: UUID | str, owner: int | None = None) -> TunixRun | None:
     """The run, if it exists and (``owner`` set) that user launched it."""
-    key = _as_uuid(run_id)
+    key = as_uuid(run_id)
     if key is None:
         return None
     runs = TunixRun.objects.select_related("dataset", "created_by").filter(id=key)
     return _visible(runs, owner).first()
-
-
-def _as_uuid(run_id: UUID | str) -> UUID | None:
-    if isinstance(run_id, UUID):
-        return run_id
-    try:
-        return UUID(str(run_id))
-    except ValueError:
-        return None
 
 
 @functools.cache
@@ -361,7 +352,7 @@ def run_status(*, run_id: UUID | str, owner: int | None = None) -> dict[str, Any
     In SQL for the same reason as run_list_rows: every open run page and API client polls it,
     and the ORM took longer to build the query than PostgreSQL took to answer it.
     tests/test_api_runs.py checks it against the ORM's answer."""
-    key = _as_uuid(run_id)
+    key = as_uuid(run_id)
     if key is None:
         return None
     db = connections[DEFAULT_DB_ALIAS]
@@ -602,7 +593,7 @@ def export_get(
     *, run_id: UUID | str, export_id: UUID | str, owner: int | None = None
 ) -> RunExport | None:
     """The export, if it is ``run_id``'s and (``owner`` set) that user launched the run."""
-    run_key, export_key = _as_uuid(run_id), _as_uuid(export_id)
+    run_key, export_key = as_uuid(run_id), as_uuid(export_id)
     if run_key is None or export_key is None:
         return None
     exports = RunExport.objects.select_related("run").filter(id=export_key, run_id=run_key)

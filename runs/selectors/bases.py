@@ -32,14 +32,12 @@ from runs.models import (
     RunExport,
     TunixRun,
 )
+from runs.selectors.registry import MAX_VERSION_NUMBER
 
 MODELS_PREFIX = "models:/"
 EXPORTS_PREFIX = "exports:/"
 # What the submit path tests first: a catalog id never starts with either, so it pays nothing.
 REFERENCE_PREFIXES = (MODELS_PREFIX, EXPORTS_PREFIX)
-# PositiveIntegerField: a larger number is a version that cannot exist (and PostgreSQL would
-# refuse comparing an integer column with it).
-MAX_VERSION_NUMBER = 2_147_483_647
 # A chain of runs each continuing from the one before is followed back this far at most, to
 # find the catalog model it began with; real chains are a few links long.
 MAX_CHAIN = 64

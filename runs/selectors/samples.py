@@ -7,26 +7,16 @@ by the user who asked for them, or by a user who may see every run.
 
 from __future__ import annotations
 
-import re
 from uuid import UUID
 
 from django.db.models import QuerySet
 
 from runs import authorization
-from runs.models import REGISTRY_NAME_PATTERN, ModelVersion, Sample, TunixRun
+from runs.models import ModelVersion, Sample, TunixRun
+from runs.selectors.ids import as_uuid
 
 # A version number is a PositiveIntegerField: a larger one from a URL names nothing (and
 # PostgreSQL would refuse the comparison).
-MAX_VERSION_NUMBER = 2_147_483_647
-
-
-def _as_uuid(value: UUID | str) -> UUID | None:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _sees_everyone(user: authorization.UserLike) -> bool:
@@ -44,7 +34,7 @@ def sample_visible(*, sample: Sample, user: authorization.UserLike) -> bool:
 
 def sample_get(*, sample_id: UUID | str, user: authorization.UserLike) -> Sample | None:
     """The sample, if it exists and ``user`` may see it."""
-    key = _as_uuid(sample_id)
+    key = as_uuid(sample_id)
     if key is None:
         return None
     sample = Sample.objects.select_related("run", "version__model").filter(id=key).first()
@@ -78,23 +68,4 @@ def sample_list(
         samples.select_related("run", "version__model").order_by("-created_at", "-id")[
             : max(0, limit)
         ]
-    )
-
-
-def sample_version_get(*, model_name: str, number: int | str) -> ModelVersion | None:
-    """The registered model's version ``number``, with its model, export and run."""
-    if not isinstance(model_name, str) or re.fullmatch(REGISTRY_NAME_PATTERN, model_name) is None:
-        return None
-    if isinstance(number, str):
-        if re.fullmatch(r"[0-9]{1,10}", number) is None:
-            return None
-        number = int(number)
-    if isinstance(number, bool) or not isinstance(number, int):
-        return None
-    if not 1 <= number <= MAX_VERSION_NUMBER:
-        return None
-    return (
-        ModelVersion.objects.select_related("model", "export", "run")
-        .filter(model__name=model_name, number=number)
-        .first()
     )

@@ -14,6 +14,7 @@ from uuid import UUID
 from django.db.models import Count, Q, QuerySet
 
 from runs.models import TERMINAL_STATUSES, FailureReason, RunStatus, Sweep, TunixRun
+from runs.selectors.ids import as_uuid
 
 # What a trial row carries for the sweep's table and charts (the curves included).
 TRIAL_FIELDS = (
@@ -37,15 +38,6 @@ TRIAL_FIELDS = (
 # A trial's state in the sweep's words: a cancelled run whose reason is "pruned" was stopped
 # by the pruner (it counts toward n_trials like any trial that ended).
 PRUNED = "pruned"
-
-
-def _as_uuid(value: UUID | str) -> UUID | None:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -125,7 +117,7 @@ def sweep_list(*, owner: int | None = None, status: str | None = None) -> QueryS
 
 def sweep_get(*, sweep_id: UUID | str, owner: int | None = None) -> Sweep | None:
     """The sweep, if it exists and (``owner`` set) that user created it."""
-    key = _as_uuid(sweep_id)
+    key = as_uuid(sweep_id)
     if key is None:
         return None
     sweeps = Sweep.objects.select_related("dataset", "created_by", "best_run").filter(id=key)
