@@ -3,6 +3,9 @@
 #   docker build -t tunix-rt .                                web and workers, no training stack
 #   docker build --target worker-tunix -t tunix-rt-tunix .    + requirements-tunix.txt (google-tunix,
 #                                                             JAX for CPU): workers that train
+#   docker build --target worker-cuda -t tunix-rt-cuda .      + requirements-ray.txt and
+#                                                             requirements-cuda.txt (JAX for CUDA 12):
+#                                                             NVIDIA GPU workers and Ray nodes
 #
 # See docs/deployment.md.
 
@@ -17,6 +20,14 @@ RUN pip install -r /build/requirements.txt
 FROM builder AS builder-tunix
 COPY requirements-tunix.txt /build/requirements-tunix.txt
 RUN pip install -r /build/requirements.txt -r /build/requirements-tunix.txt
+
+# ---- builder-cuda: builder-tunix's virtualenv plus Ray and JAX's CUDA 12 build. The CUDA
+# libraries are the pinned nvidia-* wheels (several GB), so no CUDA base image is needed.
+# All four files in one resolve, so pip checks that their pins agree.
+FROM builder-tunix AS builder-cuda
+COPY requirements-ray.txt requirements-cuda.txt /build/
+RUN pip install -r /build/requirements.txt -r /build/requirements-tunix.txt \
+        -r /build/requirements-ray.txt -r /build/requirements-cuda.txt
 
 # ---- app: the application code with its static files collected (whitenoise serves them).
 FROM builder AS app
@@ -56,6 +67,26 @@ CMD ["web"]
 # ---- worker-tunix: a worker that trains for real (local mode). Not a web server.
 FROM base AS worker-tunix
 COPY --from=builder-tunix /opt/venv /opt/venv
+COPY --from=app /app /app
+HEALTHCHECK NONE
+USER 10001:10001
+CMD ["worker"]
+
+# ---- worker-cuda: a worker that trains on NVIDIA GPUs (local mode), or supervises Ray runs. Run
+# it with the host's driver passed in by the NVIDIA container toolkit (docker run --gpus all);
+# the GPUs a worker serves are set at run time (TUNIX_RESOURCE_CLASSES, Q_CLUSTER_NAME, see
+# docs/deployment.md), not here. The same image serves as a Ray node image: Ray nodes need the
+# project's code and the Ray version the workers submit with, e.g.
+#   docker run --gpus all tunix-rt-cuda ray start --address=HEAD:6379 --block
+FROM base AS worker-cuda
+# compute for CUDA, utility for nvidia-smi: what the toolkit mounts from the host driver. Not
+# NVIDIA_VISIBLE_DEVICES: which GPUs a container gets is the operator's choice (--gpus).
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# KubeRay's default readiness and liveness probes run wget inside Ray node containers.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends wget \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder-cuda /opt/venv /opt/venv
 COPY --from=app /app /app
 HEALTHCHECK NONE
 USER 10001:10001

@@ -23,12 +23,13 @@ TEST_RESULTS ?= test-results
 # What `make test` runs, in this order.
 TEST_CHECKS ?= lint typecheck test-sqlite test-postgres
 
-.PHONY: help install install-dev install-tunix run test lint format typecheck test-sqlite test-postgres test-fast chromium clean
+.PHONY: help install install-dev install-tunix install-ray run test lint format typecheck test-sqlite test-postgres test-fast chromium clean
 
 help:
 	@echo "make run    - install, migrate, load the demo dataset, start web server + worker"
 	@echo "make run TUNIX=1 - the same, with google-tunix installed: local runs train for real"
 	@echo "make install-tunix - install the training stack (google-tunix, JAX for CPU; ~1.6 GB)"
+	@echo "make install-ray - the training stack and Ray's job client, for mode ray (~0.4 GB more)"
 	@echo "make test   - install dev tools and Chromium, then format check, lint, types, tests (SQLite + PostgreSQL)"
 	@echo "make test-fast - the inner loop: SQLite, no processes, browser or fuzzing; stops at the first failure"
 
@@ -48,9 +49,14 @@ $(VENV)/.installed-tunix: requirements.txt requirements-tunix.txt | $(BIN)/pytho
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-tunix.txt
 	@touch $@
 
+$(VENV)/.installed-ray: requirements.txt requirements-tunix.txt requirements-ray.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-tunix.txt -r requirements-ray.txt
+	@touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 install-tunix: $(VENV)/.installed-tunix
+install-ray: $(VENV)/.installed-ray
 
 run: install $(if $(filter 1,$(TUNIX)),install-tunix)
 	$(RUN_ENV) $(BIN)/python manage.py migrate --noinput
@@ -75,12 +81,13 @@ typecheck: install-dev
 	$(BIN)/mypy .
 
 # Tests that touch no database (marked database_independent: the trainer's, in its own
-# process) run in the PostgreSQL pass only.
+# process) and the Ray tests (marked ray: a Ray head takes seconds to start, and the database
+# does not matter to them) run in the PostgreSQL pass only.
 # A report left by an earlier run must not stand in for a pass that stopped before writing one.
 test-sqlite: install-dev
 	@rm -f $(TEST_RESULTS)/pytest-sqlite.xml
 	DATABASE_URL= $(BIN)/pytest --junitxml=$(TEST_RESULTS)/pytest-sqlite.xml \
-	  -m "not database_independent" $(PYTEST_ARGS)
+	  -m "not database_independent and not ray" $(PYTEST_ARGS)
 
 test-postgres: install-dev
 	@rm -f $(TEST_RESULTS)/pytest-postgres.xml

@@ -69,6 +69,7 @@ class RunMode(models.TextChoices):
 
     DRY_RUN = "dry-run", "dry-run"
     LOCAL = "local", "local"
+    RAY = "ray", "ray"
 
 
 class RunStatus(models.TextChoices):
@@ -99,6 +100,10 @@ class FailureReason(models.TextChoices):
     WORKER_LOST = Reason.WORKER_LOST.value, REASON_LABELS[Reason.WORKER_LOST]
     INTERNAL_ERROR = Reason.INTERNAL_ERROR.value, REASON_LABELS[Reason.INTERNAL_ERROR]
     PRUNED = Reason.PRUNED.value, REASON_LABELS[Reason.PRUNED]
+    BACKEND_UNAVAILABLE = (
+        Reason.BACKEND_UNAVAILABLE.value,
+        REASON_LABELS[Reason.BACKEND_UNAVAILABLE],
+    )
 
 
 def duration_seconds(started_at: datetime | None, completed_at: datetime | None) -> float | None:

@@ -32,6 +32,8 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     # A sweep's pruner stopped the trial early (its run is cancelled, not failed).
     PRUNED = "pruned"
+    # What runs the job (a Ray cluster) could not be reached, refused it, or lost it.
+    BACKEND_UNAVAILABLE = "backend_unavailable"
 
 
 REASON_LABELS: dict[Reason, str] = {
@@ -45,6 +47,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.WORKER_LOST: "worker lost",
     Reason.INTERNAL_ERROR: "internal error",
     Reason.PRUNED: "pruned (early stopping)",
+    Reason.BACKEND_UNAVAILABLE: "execution backend unavailable",
 }
 
 

@@ -109,9 +109,9 @@ def test_the_build_is_multi_stage_on_python_3_11_slim(
 ) -> None:
     roots = {chain(stages, stage)[0].base for stage in stages.values()}
     assert roots == {"python:3.11-slim"}
-    assert {"builder", "worker-tunix"} <= set(stages)
+    assert {"builder", "worker-tunix", "worker-cuda"} <= set(stages)
     # The final images get the virtualenv from a builder, not a pip install of their own.
-    for stage in (final_stage, stages["worker-tunix"]):
+    for stage in (final_stage, stages["worker-tunix"], stages["worker-cuda"]):
         runs = " ".join(effective(stages, stage, "RUN"))
         assert "pip install" not in runs
         venv_from = [
@@ -160,10 +160,92 @@ def test_the_requirements_files_are_installed_where_they_belong(stages: dict[str
     assert venv_sources <= {s.name for s in tunix_builders}
 
 
+def venv_source(stages: dict[str, Stage], stage: Stage) -> Stage:
+    """The builder stage a final image copies its virtualenv from."""
+    sources = {
+        copy_sources(args)[0] for args in effective(stages, stage, "COPY") if "/opt/venv" in args
+    }
+    assert len(sources) == 1, f"{stage.name} copies its virtualenv from {sources}"
+    (name,) = sources
+    assert name in stages
+    return stages[name]
+
+
+def installed_requirements(stages: dict[str, Stage], stage: Stage) -> set[str]:
+    """The requirements files a stage's virtualenv was built from: each `pip install -r FILE`
+    of the stage and its parents, where FILE was copied from the repository."""
+    copied = {
+        source
+        for args in effective(stages, stage, "COPY")
+        if copy_sources(args)[0] is None
+        for source in copy_sources(args)[1]
+    }
+    installed = {
+        Path(path).name
+        for args in effective(stages, stage, "RUN")
+        if "pip install" in args
+        for path in re.findall(r"-r\s+(\S+)", args)
+    }
+    missing = installed - copied
+    assert not missing, f"{stage.name} installs {sorted(missing)} without copying them"
+    return installed
+
+
+def test_the_cuda_worker_target_installs_the_gpu_and_ray_stacks(
+    stages: dict[str, Stage], final_stage: Stage
+) -> None:
+    cuda = installed_requirements(stages, venv_source(stages, stages["worker-cuda"]))
+    assert {
+        "requirements.txt",
+        "requirements-tunix.txt",
+        "requirements-ray.txt",
+        "requirements-cuda.txt",
+    } <= cuda
+    # The other images stay as they were: no CUDA wheels (several GB) and no Ray.
+    for stage in (final_stage, stages["worker-tunix"]):
+        others = installed_requirements(stages, venv_source(stages, stage))
+        assert not {"requirements-cuda.txt", "requirements-ray.txt"} & others, stage.name
+    assert final_stage.name == "runtime", "the default target changed"
+    # GPUs are the operator's to hand out (--gpus, the device plugin), not the image's.
+    env = " ".join(effective(stages, stages["worker-cuda"], "ENV"))
+    assert "NVIDIA_VISIBLE_DEVICES" not in env
+    assert "TUNIX_RESOURCE_CLASSES" not in env
+    assert "TUNIX_WORKER_DEVICES" not in env
+
+
+def pins(path: Path) -> dict[str, tuple[str, str]]:
+    """A requirements file's lines as {name: (extras, version)}; every line must pin exactly."""
+    found: dict[str, tuple[str, str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;=]+)", line)
+        assert match, f"{path.name}: not an exact pin: {raw!r}"
+        name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+        found[name] = (match.group(2) or "", match.group(3))
+    return found
+
+
+def test_requirements_cuda_pins_the_cuda_build_of_the_same_jax() -> None:
+    tunix = pins(REPO / "requirements-tunix.txt")
+    cuda = pins(REPO / "requirements-cuda.txt")
+    version = tunix["jax"][1]
+    assert tunix["jaxlib"][1] == version
+    assert cuda["jax"] == ("[cuda12]", version)
+    # jax[cuda12] requires its plugin at exactly jax's version: a mismatch would not install.
+    assert cuda["jax-cuda12-plugin"][1] == version
+    assert cuda["jax-cuda12-pjrt"][1] == version
+    assert "jaxlib" not in cuda or cuda["jaxlib"][1] == version
+    assert any(name.startswith("nvidia-cudnn-") for name in cuda)
+    # Only the CUDA build here: anything else belongs in requirements-tunix.txt, pinned once.
+    assert all(name.startswith(("jax", "nvidia-")) for name in cuda), sorted(cuda)
+
+
 def test_the_final_image_runs_as_a_non_root_user(
     stages: dict[str, Stage], final_stage: Stage
 ) -> None:
-    for stage in (final_stage, stages["worker-tunix"]):
+    for stage in (final_stage, stages["worker-tunix"], stages["worker-cuda"]):
         users = effective(stages, stage, "USER")
         assert users, f"{stage.name} sets no USER"
         user = users[-1].split(":")[0]
@@ -198,8 +280,9 @@ def test_entrypoint_and_cmd_are_exec_form(stages: dict[str, Stage], final_stage:
         if n == "COPY"
     )
     assert effective(stages, final_stage, "WORKDIR")[-1] == APP_DIR
-    worker_cmd = json.loads(effective(stages, stages["worker-tunix"], "CMD")[-1])
-    assert worker_cmd == ["worker"]
+    for name in ("worker-tunix", "worker-cuda"):
+        assert json.loads(effective(stages, stages[name], "CMD")[-1]) == ["worker"]
+        assert json.loads(effective(stages, stages[name], "ENTRYPOINT")[-1]) == entrypoint
 
 
 def test_static_files_are_collected_at_build_time(stages: dict[str, Stage]) -> None:

@@ -10,7 +10,14 @@ import pytest
 
 from runs import executor
 from runs.execution import BACKENDS, MODES, UnknownMode, get_backend
-from runs.execution.base import ExecutionBackend, Requeue, RunSpec, Supervision, execute
+from runs.execution.base import (
+    BackendUnavailable,
+    ExecutionBackend,
+    Requeue,
+    RunSpec,
+    Supervision,
+    execute,
+)
 from runs.models import RunMode, TunixRun
 from runs.outcomes import Ending, Reason, RunOutcome
 from runs.services import RunRequest, ServiceError, run_submit
@@ -95,13 +102,13 @@ def test_every_mode_a_run_can_have_is_a_registered_backend() -> None:
 
 
 def test_an_unknown_mode_is_refused_by_the_registry() -> None:
-    with pytest.raises(UnknownMode, match="known modes: dry-run, local"):
+    with pytest.raises(UnknownMode, match="known modes: dry-run, local, ray"):
         get_backend("slurm")
 
 
 @pytest.mark.django_db
 def test_an_unknown_mode_is_refused_before_anything_is_written(demo_dataset: Any) -> None:
-    request = RunRequest(dataset_key="tunix-demo-v1", model_id="tunix-rt/tiny-llama3", mode="ray")
+    request = RunRequest(dataset_key="tunix-demo-v1", model_id="tunix-rt/tiny-llama3", mode="slurm")
     with pytest.raises(ServiceError) as refused:
         run_submit(user=None, request=request, enqueue=True)
     assert refused.value.field == "mode"
@@ -149,6 +156,49 @@ def test_a_draining_worker_hands_the_run_back(tmp_path: Path, quick_ticks: None)
     with pytest.raises(Requeue):
         execute(ScriptedBackend(job), spec(tmp_path), draining)
     assert job.stopped_with is not None
+
+
+class DetachingBackend(ScriptedBackend):
+    """A backend whose jobs outlive their supervisor, as a job on a cluster does."""
+
+    def detach(self, job: executor.Job) -> bool:
+        assert isinstance(job, ScriptedJob)
+        job.lines.clear()  # the loop sees it drained; the job itself is not stopped
+        return True
+
+
+def test_a_draining_worker_leaves_a_job_that_can_outlive_it_running(
+    tmp_path: Path, quick_ticks: None
+) -> None:
+    job = ScriptedJob([progress(step, 1.0) for step in range(1, 1000)], pace=0.01)
+    draining = Supervision(heartbeat=lambda _: True, drain_since=lambda: time.monotonic() - 1)
+    with pytest.raises(Requeue):
+        execute(DetachingBackend(job), spec(tmp_path), draining)
+    assert job.stopped_with is None
+
+
+def test_a_cancelled_run_stops_even_a_job_that_could_outlive_its_worker(
+    tmp_path: Path, quick_ticks: None
+) -> None:
+    job = ScriptedJob([progress(step, 1.0) for step in range(1, 1000)], pace=0.01)
+    outcome = execute(DetachingBackend(job), spec(tmp_path), Supervision(heartbeat=lambda _: False))
+    assert outcome.status == Ending.CANCELLED
+    assert job.stopped_with == 1
+
+
+class UnreachableBackend(ScriptedBackend):
+    def start(self, run: RunSpec) -> executor.Job:
+        raise BackendUnavailable("cluster at http://nowhere:8265 cannot be reached")
+
+
+def test_a_backend_that_cannot_reach_its_cluster_fails_the_run_saying_where(
+    tmp_path: Path,
+) -> None:
+    outcome = execute(
+        UnreachableBackend(ScriptedJob([])), spec(tmp_path), Supervision(lambda _: True)
+    )
+    assert (outcome.status, outcome.reason) == (Ending.FAILED, Reason.BACKEND_UNAVAILABLE)
+    assert "http://nowhere:8265" in outcome.message
 
 
 def test_the_run_timeout_stops_any_job(tmp_path: Path, quick_ticks: None) -> None:

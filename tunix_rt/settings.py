@@ -500,6 +500,36 @@ for _item in TUNIX_RESOURCE_CLASSES.split(","):
             "workers": env_int("TUNIX_TRAINING_WORKERS", 1, minimum=1),
         }
 
+# Mode "ray" (runs/execution/ray.py; docs/deployment.md): runs train as jobs on an existing Ray
+# cluster, whose Jobs API (the dashboard, e.g. http://ray-head:8265) is TUNIX_RAY_ADDRESS.
+# Unset: the mode is refused at submit. A job reads its config and writes its artifacts in the
+# run's directory, and reads its dataset, at the paths this host uses: TUNIX_SHARED_STORAGE=1
+# says the artifacts and datasets roots are mounted at the same paths on every web host, worker
+# host and Ray node (NFS, or a GCS/S3 FUSE mount); a Ray address without it is refused here.
+TUNIX_RAY_ADDRESS = env_str("TUNIX_RAY_ADDRESS", "")
+TUNIX_SHARED_STORAGE = env_bool("TUNIX_SHARED_STORAGE", False)
+if TUNIX_RAY_ADDRESS and not TUNIX_SHARED_STORAGE:
+    raise ImproperlyConfigured(
+        "TUNIX_RAY_ADDRESS needs the artifacts on shared storage: mount TUNIX_ARTIFACTS_ROOT "
+        "and TUNIX_DATASETS_ROOT at the same paths on every Ray node (NFS, a GCS/S3 FUSE "
+        "mount), then set TUNIX_SHARED_STORAGE=1 (docs/deployment.md)"
+    )
+# The interpreter on the Ray nodes that runs the trainer, and where Tunix RT's code is there.
+TUNIX_RAY_PYTHON = env_str("TUNIX_RAY_PYTHON", "python")
+TUNIX_RAY_PROJECT_DIR = env_str("TUNIX_RAY_PROJECT_DIR", str(BASE_DIR))
+# A JSON object merged into every job's Ray runtime_env ({"env_vars": {"HF_TOKEN": "..."}}).
+try:
+    TUNIX_RAY_RUNTIME_ENV: dict[str, Any] = json.loads(env_str("TUNIX_RAY_RUNTIME_ENV", "{}"))
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"TUNIX_RAY_RUNTIME_ENV must be JSON: {_exc}") from None
+if not isinstance(TUNIX_RAY_RUNTIME_ENV, dict) or not isinstance(
+    TUNIX_RAY_RUNTIME_ENV.get("env_vars", {}), dict
+):
+    raise ImproperlyConfigured("TUNIX_RAY_RUNTIME_ENV must be a JSON object")
+# A cluster that stops answering while a job runs fails the run (backend_unavailable) after
+# this long; the worker keeps heart-beating for the run meanwhile.
+TUNIX_RAY_UNREACHABLE_SECONDS = env_int("TUNIX_RAY_UNREACHABLE_SECONDS", 60, minimum=1)
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

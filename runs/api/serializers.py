@@ -142,7 +142,8 @@ class RunCreateSerializer(StrictSerializer):
         choices=MODES,
         required=False,
         help_text="How the run executes: dry-run validates and writes the config, local trains "
-        "on a worker host. Default: from dry_run.",
+        "on a worker host, ray trains as a job on the configured Ray cluster (TUNIX_RAY_ADDRESS). "
+        "Default: from dry_run.",
     )
     algorithm = serializers.ChoiceField(
         choices=ALGORITHM_CHOICES,

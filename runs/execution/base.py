@@ -28,6 +28,7 @@ from runs import executor
 from runs.dryrun import CONFIG_FILE_NAME
 from runs.outcomes import Ending, Reason, RunOutcome, known_reason
 from runs.progress import LineSplitter, ProgressTracker
+from runs.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class RunSpec:
     timeout_seconds: int  # the run's own, or the default
     loss_curve: list[list[float]]  # the curve so far: a resumed attempt continues it
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # likewise
+    resources: Resources | None = None  # what the run asked for (None: nothing)
 
     @property
     def config_path(self) -> Path:
@@ -69,6 +71,11 @@ class Requeue(Exception):
     """The worker is shutting down: hand the run back to the queue instead of finishing it."""
 
 
+class BackendUnavailable(Exception):
+    """What runs the job cannot be reached or refused it: the run fails with
+    backend_unavailable and this message (which names what was tried)."""
+
+
 class ExecutionBackend(ABC):
     """How runs of one mode execute. Subclasses set ``mode`` and implement ``prepare``; those
     that start something implement ``start`` too."""
@@ -77,6 +84,14 @@ class ExecutionBackend(ABC):
     # True: it trains a model, so its runs go to TUNIX_TRAINING_QUEUE when one is set, and a
     # real model's checkpoint is checked at submit time where the web host can see it.
     trains: ClassVar[bool] = False
+    # True: the job runs elsewhere (a cluster) and its resources are the cluster's to place, so
+    # the run is not routed to a worker class of its resources; any worker supervises it.
+    places_remotely: ClassVar[bool] = False
+
+    def unavailable(self) -> str | None:
+        """Why this deployment cannot take runs of this mode (refused at submit), if it
+        cannot."""
+        return None
 
     @abstractmethod
     def prepare(self, run: RunSpec) -> RunOutcome | None:
@@ -93,6 +108,11 @@ class ExecutionBackend(ABC):
     def cancel(self, job: executor.Job) -> None:
         """Stop the job: ask it to end, force it after the kill grace."""
         job.stop(settings.TUNIX_KILL_GRACE_SECONDS)
+
+    def detach(self, job: executor.Job) -> bool:
+        """The worker is shutting down: let the job run on without this process, if it can
+        (True; a later attempt takes it up again), instead of stopping it (False)."""
+        return False
 
     def outcome(
         self, run: RunSpec, result: executor.ExecutionResult, tracker: ProgressTracker
@@ -115,14 +135,21 @@ def execute(backend: ExecutionBackend, run: RunSpec, supervision: Supervision) -
     prepared = backend.prepare(run)
     if prepared is not None:
         return prepared
-    return backend.supervise(run, backend.start(run), supervision)
+    try:
+        job = backend.start(run)
+    except BackendUnavailable as exc:
+        return RunOutcome.failure(Reason.BACKEND_UNAVAILABLE, str(exc))
+    return backend.supervise(run, job, supervision)
 
 
 class _StoppingJob:
-    """The job as the loop sees it: stopping goes through the backend's ``cancel``."""
+    """The job as the loop sees it: stopping goes through the backend's ``cancel``, or its
+    ``detach`` when the worker shuts down."""
 
-    def __init__(self, backend: ExecutionBackend, job: executor.Job) -> None:
-        self.backend, self.job = backend, job
+    def __init__(
+        self, backend: ExecutionBackend, job: executor.Job, requeueing: Callable[[], bool]
+    ) -> None:
+        self.backend, self.job, self.requeueing = backend, job, requeueing
 
     def read(self, timeout: float) -> list[tuple[str, bytes]]:
         return self.job.read(timeout)
@@ -134,6 +161,8 @@ class _StoppingJob:
         return self.job.wait(timeout)
 
     def stop(self, grace_seconds: float) -> None:
+        if self.requeueing() and self.backend.detach(self.job):
+            return
         self.backend.cancel(self.job)
 
     def close(self) -> None:
@@ -182,7 +211,7 @@ def _supervise(
         return False
 
     result = executor.supervise(
-        _StoppingJob(backend, job),
+        _StoppingJob(backend, job, lambda: requeue),
         timeout_seconds=run.timeout_seconds,
         max_output_bytes=settings.TUNIX_OUTPUT_MAX_BYTES,
         kill_grace_seconds=settings.TUNIX_KILL_GRACE_SECONDS,

@@ -38,9 +38,16 @@ def trainer_environment() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(settings.BASE_DIR), env.get("PYTHONPATH", "")) if p
     )
-    if not settings.TUNIX_MODEL_DOWNLOAD:
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(offline_environment())
     return env
+
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline_environment() -> dict[str, str]:
+    """The Hugging Face libraries kept offline, unless this deployment may download models."""
+    return {} if settings.TUNIX_MODEL_DOWNLOAD else dict.fromkeys(OFFLINE_VARIABLES, "1")
 
 
 class LocalBackend(ExecutionBackend):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "dry-run": "runs.execution.dryrun.DryRunBackend",
     "local": "runs.execution.local.LocalBackend",
+    "ray": "runs.execution.ray.RayBackend",
 }
 MODES: tuple[str, ...] = tuple(BACKENDS)
 

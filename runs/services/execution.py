@@ -81,6 +81,7 @@ def run_spec(run: TunixRun) -> RunSpec:
         timeout_seconds=run.timeout_seconds or settings.TUNIX_RUN_TIMEOUT_SECONDS,
         loss_curve=[list(point) for point in run.loss_curve or []],
         series=dict(run.series or {}),
+        resources=resources.from_stored(run.resources),
     )
 
 
@@ -161,10 +162,10 @@ def _refuse_routed_sync(request: RunRequest) -> None:
     if resources.servable(asked, resources.configured(settings.TUNIX_RESOURCE_CLASSES)):
         return  # run_submit refuses it as no worker could ever serve it
     try:
-        trains = get_backend(request.mode).trains
+        backend = get_backend(request.mode)
     except UnknownMode:
         return  # run_submit words that refusal
-    if trains:
+    if backend.trains and not backend.places_remotely:
         raise ServiceError(
             f"a run that asks for {asked.describe()} runs on a worker of that class: queue it "
             "(?mode=async, or the launch form's queue option)",

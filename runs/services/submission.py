@@ -94,9 +94,12 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
     ServiceError naming the field. (The dataset is looked up by the statement that writes the
     run: see _write.) ``user`` is who asks: an exports:/ base must be a run they may view."""
     try:
-        trains = get_backend(request.mode).trains
+        backend = get_backend(request.mode)
     except UnknownMode as exc:
         raise ServiceError(str(exc), field="mode") from None
+    if refusal := backend.unavailable():
+        raise ServiceError(refusal, field="mode")
+    trains = backend.trains
     base = _check_model(request.model_id, trains=trains, user=user)
     if request.algorithm not in algorithms.ALGORITHMS:
         raise ServiceError(
@@ -132,7 +135,9 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
         hashed["algorithm"] = request.algorithm
     if request.resources is not None:
         hashed["resources"] = request.resources.as_json()
-        fields.update(_resource_fields(request.resources, trains=trains))
+        fields.update(
+            _resource_fields(request.resources, routed=trains and not backend.places_remotely)
+        )
     fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **hashed})
     if base is not None:
         # Hashed as asked, so a retry of "models:/m@prod" replays after the alias moved; the
@@ -141,16 +146,16 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
     return {**fields, "request_fingerprint": fingerprint}
 
 
-def _resource_fields(asked: Resources, *, trains: bool) -> dict[str, Any]:
+def _resource_fields(asked: Resources, *, routed: bool) -> dict[str, Any]:
     """The run's resources columns; refuses a request no configured worker class could ever
-    serve, so it is not queued forever. Only a training routes by class: a dry-run needs no
-    accelerator and goes to the cpu queue whatever it asks."""
+    serve, so it is not queued forever. Only a training on a worker host routes by class: a
+    dry-run needs no accelerator, and a job on a cluster (mode ray) has its resources placed by
+    the cluster, so either goes to the cpu queue whatever it asks."""
+    if not routed:
+        return {"resources": asked.as_json(), "resource_class": resources.CPU}
     if reason := resources.servable(asked, resources.configured(settings.TUNIX_RESOURCE_CLASSES)):
         raise ServiceError(reason, field="resources")
-    return {
-        "resources": asked.as_json(),
-        "resource_class": asked.resource_class if trains else resources.CPU,
-    }
+    return {"resources": asked.as_json(), "resource_class": asked.resource_class}
 
 
 def checkpoint_directory(model_id: str) -> Path | None:

@@ -15,6 +15,7 @@ from django.utils.safestring import SafeString
 from runs import model_catalog, resources, selectors, training_config
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.datasets import REASONING_INCLUDE, REASONING_OMIT
+from runs.execution import get_backend
 from runs.models import (
     DATASET_KEY_PATTERN,
     MODE_CHOICES,
@@ -140,7 +141,8 @@ class RunLaunchForm(forms.Form):
     mode = forms.ChoiceField(
         choices=MODE_CHOICES,
         initial=RunMode.DRY_RUN,
-        help_text="dry-run validates and writes the config; local trains on the worker",
+        help_text="dry-run validates and writes the config; local trains on the worker; ray "
+        "trains on the Ray cluster",
     )
     execution = forms.ChoiceField(
         choices=[("async", "Queue for a worker"), ("sync", "Run now and wait")],
@@ -181,6 +183,12 @@ class RunLaunchForm(forms.Form):
         model_widget = self.fields["model_id"].widget
         assert isinstance(model_widget, ModelIdInput)
         model_widget.options = lambda: catalog_options() + registered_options()
+        # Only the modes this deployment can run (ray needs a cluster configured).
+        mode_field = self.fields["mode"]
+        assert isinstance(mode_field, forms.ChoiceField)
+        mode_field.choices = [
+            (mode, label) for mode, label in MODE_CHOICES if get_backend(mode).unavailable() is None
+        ]
 
     def param_fields(self) -> list[forms.BoundField]:
         return [self[p.name] for p in self.params]

@@ -28,7 +28,6 @@ def database_url() -> str:
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
-    host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
     return f"postgres://{user}{password}@{host}/{db['NAME']}"
 
 
@@ -59,11 +58,18 @@ def cluster_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 class QCluster:
     """One `manage.py qcluster` in its own process group, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
+        argv = [sys.executable, str(REPO_ROOT / "manage.py"), "qcluster"]
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "manage.py"), "qcluster"],
+            wrap(argv) if wrap is not None else argv,  # e.g. into a network namespace
             cwd=REPO_ROOT,
             env=env,
             stdout=self._log,
