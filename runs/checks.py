@@ -75,6 +75,10 @@ def queue_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         resources.configured(settings.TUNIX_RESOURCE_CLASSES)
     except resources.ResourceError as exc:
         errors.append(Error(f"TUNIX_RESOURCE_CLASSES: {exc}", id="runs.E006"))
+    try:
+        resources.configured(settings.TUNIX_RAY_RESOURCE_CLASSES)
+    except resources.ResourceError as exc:
+        errors.append(Error(f"TUNIX_RAY_RESOURCE_CLASSES: {exc}", id="runs.E007"))
     if settings.DATABASES["default"].get("OPTIONS", {}).get("pool"):
         errors.append(
             Error("the database 'pool' option breaks forked qcluster workers", id="runs.E005")

@@ -125,13 +125,19 @@ def describe_classes(classes: Mapping[str, int]) -> str:
     return ", ".join(f"{name} {TIMES} {most}" for name, most in classes.items())
 
 
-def servable(request: Resources, classes: Mapping[str, int]) -> str | None:
+def servable(
+    request: Resources,
+    classes: Mapping[str, int],
+    *,
+    what: str = "worker class",
+    setting: str = "TUNIX_RESOURCE_CLASSES",
+) -> str | None:
     """None when a configured class serves ``request``, else why not (for a 400)."""
     most = classes.get(request.resource_class)
     if most is None or request.count > most:
         return (
-            f"no worker class serves {request.describe()}; configured: "
-            f"{describe_classes(classes)} (TUNIX_RESOURCE_CLASSES)"
+            f"no {what} serves {request.describe()}; configured: "
+            f"{describe_classes(classes)} ({setting})"
         )
     return None
 

@@ -245,6 +245,39 @@ def test_the_launch_form_refuses_a_class_no_worker_serves_next_to_the_field(
     assert TunixRun.objects.get().resources == {"kind": "gpu", "count": 2}
 
 
+@pytest.mark.django_db
+def test_the_launch_page_prefills_resources_from_a_link(
+    demo_dataset: Dataset, operator: Any
+) -> None:
+    client = Client()
+    client.force_login(operator)
+    page = client.get(
+        "/runs/new?resource_kind=tpu&resource_count=8&resource_device_type=v5e"
+    ).content.decode()
+    assert '<option value="tpu" selected>tpu</option>' in page
+    assert 'name="resource_count" value="8"' in page
+    assert 'name="resource_device_type" value="v5e"' in page
+
+
+@pytest.mark.django_db
+def test_a_ray_run_may_ask_the_cluster_only_for_what_its_classes_allow(
+    operator_client: Any, demo_dataset: Dataset, settings: Any
+) -> None:
+    settings.TUNIX_RAY_ADDRESS = "http://ray-head:8265"
+    settings.TUNIX_RAY_RESOURCE_CLASSES = "cpu:16,gpu-a100:8"
+    body = {"dataset_key": "tunix-demo-v1", "model_id": "tunix-rt/tiny-llama3", "mode": "ray"}
+    too_many = {**body, "resources": {"kind": "gpu", "count": 16, "device_type": "a100"}}
+    response = operator_client.post("/api/tunix/run?mode=async", too_many, format="json")
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "resources"
+    assert "TUNIX_RAY_RESOURCE_CLASSES" in error["message"]
+    assert not TunixRun.objects.exists()
+    fits = {**body, "resources": {"kind": "gpu", "count": 8, "device_type": "a100"}}
+    response = operator_client.post("/api/tunix/run?mode=async", fits, format="json")
+    assert response.status_code == 202, response.content
+
+
 # Waiting, and what /metrics shows.
 
 

@@ -92,6 +92,7 @@ def test_terminal_transition_queues_a_signed_event_in_its_own_transaction(
     data = body["data"]
     assert (data["run_id"], data["status"], data["exit_code"]) == (str(run.id), "completed", 0)
     assert data["algorithm"] == "sft"
+    assert data["resources"] is None  # it asked for nothing
     assert data["durations"]["run_seconds"] >= 0
     assert data["links"]["run"] == f"https://tunix.example/api/tunix/runs/{run.id}"
     attempt = WebhookAttempt.objects.get()

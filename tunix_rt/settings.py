@@ -526,6 +526,10 @@ if not isinstance(TUNIX_RAY_RUNTIME_ENV, dict) or not isinstance(
     TUNIX_RAY_RUNTIME_ENV.get("env_vars", {}), dict
 ):
     raise ImproperlyConfigured("TUNIX_RAY_RUNTIME_ENV must be a JSON object")
+# The most of each resource class one Ray job may ask for, as TUNIX_RESOURCE_CLASSES writes it
+# ("cpu:16,gpu:8,tpu-v5e:8"; cpu is cpu:1 unless listed): a larger request is refused at
+# submit. Empty: anything, which Ray holds until it can place it or its start timeout ends.
+TUNIX_RAY_RESOURCE_CLASSES = env_str("TUNIX_RAY_RESOURCE_CLASSES", "")
 # A cluster that stops answering while a job runs fails the run (backend_unavailable) after
 # this long; the worker keeps heart-beating for the run meanwhile.
 TUNIX_RAY_UNREACHABLE_SECONDS = env_int("TUNIX_RAY_UNREACHABLE_SECONDS", 60, minimum=1)

@@ -93,6 +93,11 @@ class ExecutionBackend(ABC):
         cannot."""
         return None
 
+    def refuse_resources(self, asked: Resources) -> str | None:
+        """Why a run of this mode cannot have ``asked`` (refused at submit), for a backend that
+        places remotely: where it places them is not a worker class."""
+        return None
+
     @abstractmethod
     def prepare(self, run: RunSpec) -> RunOutcome | None:
         """Write the run's spec and check it. An outcome is final: nothing is started."""

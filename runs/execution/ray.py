@@ -34,7 +34,7 @@ from runs.execution.base import BackendUnavailable, ExecutionBackend, RunSpec, S
 from runs.execution.dryrun import check
 from runs.execution.local import offline_environment, trainer_argv
 from runs.outcomes import Ending, Reason, RunOutcome
-from runs.resources import CPU, Resources
+from runs.resources import CPU, Resources, configured, servable
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -273,6 +273,16 @@ class RayBackend(ExecutionBackend):
 
     def unavailable(self) -> str | None:
         return None if settings.TUNIX_RAY_ADDRESS else NOT_CONFIGURED_MESSAGE
+
+    def refuse_resources(self, asked: Resources) -> str | None:
+        # The most a job may ask of the cluster (its autoscaler's maximum, say); unset: as much
+        # as Ray may place, and Ray fails a job it cannot place after its start timeout.
+        if not settings.TUNIX_RAY_RESOURCE_CLASSES:
+            return None
+        classes = configured(settings.TUNIX_RAY_RESOURCE_CLASSES)
+        return servable(
+            asked, classes, what="class of the Ray cluster", setting="TUNIX_RAY_RESOURCE_CLASSES"
+        )
 
     def prepare(self, run: RunSpec) -> RunOutcome | None:
         if refusal := self.unavailable():

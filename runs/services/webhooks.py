@@ -52,6 +52,7 @@ def run_event_payload(run: TunixRun) -> dict[str, Any]:
             "error_reason": run.error_reason,
             "mode": run.mode,
             "algorithm": run.algorithm,
+            "resources": run.resources or None,
             "dataset_key": run.dataset.key,
             "model_id": run.model_id,
             "attempt": run.attempt,

@@ -23,7 +23,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from runs import authorization, model_catalog, progress, selectors, services, training_config
+from runs import (
+    authorization,
+    model_catalog,
+    progress,
+    resources,
+    selectors,
+    services,
+    training_config,
+)
 from runs.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from runs.models import (
     MODE_CHOICES,
@@ -256,6 +264,10 @@ def launch_best_url(detail: selectors.SweepDetail) -> str | None:
     ]
     if sweep.timeout_seconds is not None:
         query.append(("timeout_seconds", sweep.timeout_seconds))
+    if asked := resources.from_stored(run.resources):
+        query += [("resource_kind", asked.kind), ("resource_count", asked.count)]
+        if asked.device_type:
+            query.append(("resource_device_type", asked.device_type))
     query += [(name, value) for name, value in (run.config or {}).items() if value is not None]
     return f"{reverse('web:run-launch')}?{urlencode(query)}"
 

@@ -29,7 +29,15 @@ from runs.web.models import shown_sample, use_context
 
 PAGE_SIZE = 25
 # Launch page fields a link may fill in, besides the chosen algorithm's hyperparameters.
-PREFILLED = ("dataset", "model_id", "mode", "timeout_seconds")
+PREFILLED = (
+    "dataset",
+    "model_id",
+    "mode",
+    "timeout_seconds",
+    "resource_kind",
+    "resource_count",
+    "resource_device_type",
+)
 
 
 def _run_version(run: TunixRun) -> str:
