@@ -208,6 +208,9 @@ class TunixRun(models.Model):
     # that later changes TUNIX_RESOURCE_CLASSES still knows where each pending run waits.
     resources = models.JSONField(default=dict, blank=True)
     resource_class = models.CharField(max_length=40, default="cpu")
+    # What executes the run outside its worker, as its backend names it (a Ray job's submission
+    # id): written by the attempt that starts or reattaches to it, kept after the run ends.
+    execution_ref = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-queued_at", "-id"]

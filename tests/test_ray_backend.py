@@ -152,6 +152,7 @@ def test_a_tiny_training_runs_as_a_ray_job_and_reports_progress_while_it_trains(
     assert len(done.loss_curve) == STEPS
     assert done.metrics["steps"] == STEPS
     assert f"submitted job {run.id}-a1 to {ADDRESS}" in done.stderr
+    assert done.execution_ref == f"{run.id}-a1"
     job = job_of(ray_head, run)
     assert job["status"] == "SUCCEEDED"
     assert "-m runs.trainer" in job["entrypoint"]
@@ -202,6 +203,7 @@ def test_a_killed_supervisor_is_replaced_and_its_job_reattached_not_started_agai
     assert done.status == RunStatus.COMPLETED, (done.error_reason, done.stderr)
     assert done.attempt == 2
     assert f"reattached to job {run.id}-a1" in done.stderr
+    assert done.execution_ref == f"{run.id}-a1"
     # One job, started once: attempt 2 followed attempt 1's job to its end.
     jobs = {key: job for key, job in ray_head.jobs().items() if key.startswith(str(run.id))}
     assert set(jobs) == {f"{run.id}-a1"}
@@ -224,6 +226,7 @@ def test_a_job_that_ended_without_its_supervisor_is_followed_by_a_new_one(
     assert done.status == RunStatus.COMPLETED, (done.error_reason, done.stderr)
     assert done.attempt == 2
     assert job_of(ray_head, run, attempt=2)["status"] == "SUCCEEDED"
+    assert done.execution_ref == f"{run.id}-a2"
     assert f"submitted job {run.id}-a2 to {ADDRESS} (job {run.id}-a1 stopped)" in done.stderr
     assert starts(tmp_path, run) == 2
 

@@ -19,6 +19,7 @@ from runs.execution.ray import entrypoint, entrypoint_resources, runtime_env, su
 from runs.models import TunixRun
 from runs.resources import Resources
 from runs.services.queue import run_task_queue
+from tests.factories import submitted_run
 from tests.support.problems import problem as assert_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -199,3 +200,19 @@ def test_every_process_refuses_to_start_with_a_ray_cluster_but_no_shared_storage
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.django_db
+def test_a_ray_runs_page_links_to_its_job_on_the_dashboard_people_reach(
+    web: Any, demo_dataset: Any, settings: Any
+) -> None:
+    settings.TUNIX_RAY_ADDRESS = "http://ray-head.ray.svc:8265"
+    settings.TUNIX_RAY_DASHBOARD_URL = "https://ray.example.org/"
+    run = submitted_run(mode="ray")
+    page = web.get(f"/runs/{run.id}").content.decode()
+    assert f"run-execution-ref-{run.id}" not in page  # nothing submitted yet
+    TunixRun.objects.filter(id=run.id).update(execution_ref=f"{run.id}-a1")
+    page = web.get(f"/runs/{run.id}").content.decode()
+    assert f'<a href="https://ray.example.org/#/jobs/{run.id}-a1" rel="noopener">' in page
+    api = web.get(f"/api/tunix/runs/{run.id}").json()
+    assert api["execution_ref"] == f"{run.id}-a1"

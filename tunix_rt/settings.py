@@ -514,6 +514,9 @@ if TUNIX_RAY_ADDRESS and not TUNIX_SHARED_STORAGE:
         "and TUNIX_DATASETS_ROOT at the same paths on every Ray node (NFS, a GCS/S3 FUSE "
         "mount), then set TUNIX_SHARED_STORAGE=1 (docs/deployment.md)"
     )
+# The dashboard as a person's browser reaches it, for the run page's link to a run's Ray job
+# (TUNIX_RAY_ADDRESS is what the workers reach, often a cluster-internal name). Empty: that.
+TUNIX_RAY_DASHBOARD_URL = env_str("TUNIX_RAY_DASHBOARD_URL", "")
 # The interpreter on the Ray nodes that runs the trainer, and where Tunix RT's code is there.
 TUNIX_RAY_PYTHON = env_str("TUNIX_RAY_PYTHON", "python")
 TUNIX_RAY_PROJECT_DIR = env_str("TUNIX_RAY_PROJECT_DIR", str(BASE_DIR))

@@ -635,6 +635,11 @@ class RunDetailSerializer(RunListItemSerializer):
         read_only=True,
         help_text="The resource class whose workers take it: cpu, gpu, gpu-a100, tpu-v5e, …",
     )
+    execution_ref = serializers.CharField(
+        read_only=True,
+        help_text="What executes the run outside its worker, as its mode names it: a ray run's "
+        "Ray job submission id (<run id>-a<attempt>); empty for other modes",
+    )
 
     class Meta(RunListItemSerializer.Meta):
         fields = [
@@ -658,6 +663,7 @@ class RunDetailSerializer(RunListItemSerializer):
             "trial_number",
             "resources",
             "resource_class",
+            "execution_ref",
         ]
         read_only_fields = fields
 

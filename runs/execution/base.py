@@ -114,6 +114,15 @@ class ExecutionBackend(ABC):
         """Stop the job: ask it to end, force it after the kill grace."""
         job.stop(settings.TUNIX_KILL_GRACE_SECONDS)
 
+    def reference(self, job: executor.Job) -> str:
+        """What the job is called where it runs, when that is not this worker (a Ray job's
+        submission id): stored on the run as execution_ref."""
+        return ""
+
+    def reference_url(self, reference: str) -> str | None:
+        """Where a person can look at the job a reference names (a dashboard's page)."""
+        return None
+
     def detach(self, job: executor.Job) -> bool:
         """The worker is shutting down: let the job run on without this process, if it can
         (True; a later attempt takes it up again), instead of stopping it (False)."""
@@ -190,6 +199,10 @@ def _supervise(
         for name in ("stdout", "stderr")
     }
     written = dict.fromkeys(captures, 0)  # bytes of each stream at the last heartbeat
+    if reference := backend.reference(job):
+        # Said at once: a person (or the next attempt's operator) can find the job while it
+        # runs. A run cancelled meanwhile is noticed at the first tick.
+        supervision.heartbeat({"execution_ref": reference})
     last_beat = time.monotonic()
 
     def on_output(stream: str, chunk: bytes) -> None:

@@ -26,6 +26,7 @@ import signal
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from django.conf import settings
 
@@ -360,6 +361,14 @@ class RayBackend(ExecutionBackend):
                 progress=outcome.progress,
             )
         return outcome
+
+    def reference(self, job: executor.Job) -> str:
+        return job.job_id if isinstance(job, RayJob) else ""
+
+    def reference_url(self, reference: str) -> str | None:
+        # The dashboard serves the Jobs API: its job page takes a submission id.
+        base = settings.TUNIX_RAY_DASHBOARD_URL or settings.TUNIX_RAY_ADDRESS
+        return f"{base.rstrip('/')}/#/jobs/{quote(reference)}" if base else None
 
     def detach(self, job: executor.Job) -> bool:
         if isinstance(job, RayJob):

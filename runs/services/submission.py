@@ -135,8 +135,8 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
         hashed["algorithm"] = request.algorithm
     if request.resources is not None:
         hashed["resources"] = request.resources.as_json()
-        if reason := backend.refuse_resources(request.resources):
-            raise ServiceError(reason, field="resources")
+        if too_much := backend.refuse_resources(request.resources):
+            raise ServiceError(too_much, field="resources")
         fields.update(
             _resource_fields(request.resources, routed=trains and not backend.places_remotely)
         )

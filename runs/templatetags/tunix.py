@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString
 
 from runs import charts
 from runs.algorithms import ALGORITHMS
+from runs.execution import UnknownMode, get_backend
 from runs.progress import TRAIN_LOSS_WINDOW, ranking_metrics
 
 register = template.Library()
@@ -312,3 +313,14 @@ def trial_curves(trials: Sequence[Any], *, best: Any) -> dict[str, Any]:
         if evaluations:
             lines.append(charts.Line(f"{name} eval loss", evaluations, colour=colour, dots=True))
     return chart_context(lines, testid="sweep-curves", y_label="loss")
+
+
+@register.simple_tag
+def execution_url(mode: str, reference: str) -> str:
+    """Where the job a run's execution_ref names can be looked at ("" when nowhere)."""
+    if not reference:
+        return ""
+    try:
+        return get_backend(mode).reference_url(reference) or ""
+    except UnknownMode:
+        return ""
