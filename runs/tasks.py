@@ -17,6 +17,11 @@ def execute_run(run_id: str) -> str:
     return services.run_worker_execute(run_id=UUID(run_id), drain_since=worker.drain_since)
 
 
+def release_run(run_id: str) -> str:
+    """Queue task: stop what an ended run left running on a cluster (idempotent)."""
+    return services.run_release(run_id=UUID(run_id))
+
+
 def export_run(export_id: str) -> str:
     """Queue task for one export; safe to deliver more than once (the claim decides)."""
     return services.export_execute(export_id=UUID(export_id))

@@ -264,3 +264,36 @@ def test_a_worker_that_shuts_down_leaves_its_job_running_for_the_next_one(
     assert done.attempt == 2
     assert f"reattached to job {run.id}-a1" in done.stderr
     assert starts(tmp_path, run) == 1
+
+
+def test_a_run_cancelled_while_nobody_supervises_it_has_its_job_stopped(
+    ray_cluster: StartCluster, ray_head: RayHead, operator_client: Any, tmp_path: Path
+) -> None:
+    first = ray_cluster()
+    run = submit(operator_client, "fake/progress-400")
+    wait_for(lambda: starts(tmp_path, run) == 1, 60, what="the job's trainer to start")
+    first.kill_group()  # nobody follows the job now
+    services.run_cancel(run_id=run.id)
+    assert job_of(ray_head, run)["status"] == "RUNNING"
+    ray_cluster()  # any worker takes the release task
+    wait_for(
+        lambda: job_of(ray_head, run)["status"] == "STOPPED", 60, what="the orphan job to stop"
+    )
+    assert TunixRun.objects.get(id=run.id).status == RunStatus.CANCELLED
+
+
+def test_a_reattached_job_keeps_the_timeout_it_started_with(
+    ray_cluster: StartCluster, ray_head: RayHead, operator_client: Any, tmp_path: Path
+) -> None:
+    first = ray_cluster()
+    run = submit(operator_client, "fake/sleep-120", timeout_seconds=20)
+    wait_for(lambda: starts(tmp_path, run) == 1, 60, what="the job's trainer to start")
+    first.kill_group()
+    ray_cluster()
+    done = wait_status(run, RunStatus.COMPLETED, RunStatus.FAILED, timeout=90)
+    assert (done.status, done.error_reason) == (RunStatus.FAILED, "timeout")
+    assert done.attempt == 2
+    assert f"counted from the start of job {run.id}-a1" in done.error_message
+    # Stopped at the job's 20 s, not 20 s after the second attempt took it up.
+    assert (done.completed_at - done.queued_at).total_seconds() < 20 + 15
+    wait_for(lambda: job_of(ray_head, run)["status"] == "STOPPED", 30, what="the job to stop")

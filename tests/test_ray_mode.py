@@ -216,3 +216,28 @@ def test_a_ray_runs_page_links_to_its_job_on_the_dashboard_people_reach(
     assert f'<a href="https://ray.example.org/#/jobs/{run.id}-a1" rel="noopener">' in page
     api = web.get(f"/api/tunix/runs/{run.id}").json()
     assert api["execution_ref"] == f"{run.id}-a1"
+
+
+def queued_funcs() -> list[str]:
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    return [SignedPackage.loads(row.payload)["func"] for row in OrmQ.objects.all()]
+
+
+@pytest.mark.django_db
+def test_cancelling_a_requeued_ray_run_queues_the_release_of_its_job(
+    demo_dataset: Any, settings: Any
+) -> None:
+    settings.TUNIX_RAY_ADDRESS = "http://ray-head:8265"
+    never_started = submitted_run(mode="ray")
+    services.run_cancel(run_id=never_started.id)
+    assert services.recovery.RELEASE_FUNC not in queued_funcs()  # no job was ever submitted
+    requeued = submitted_run(mode="ray")
+    TunixRun.objects.filter(id=requeued.id).update(attempt=1)  # its attempt 1 was lost
+    services.run_cancel(run_id=requeued.id)
+    assert queued_funcs().count(services.recovery.RELEASE_FUNC) == 1
+    dry = submitted_run()
+    TunixRun.objects.filter(id=dry.id).update(attempt=1)
+    services.run_cancel(run_id=dry.id)
+    assert queued_funcs().count(services.recovery.RELEASE_FUNC) == 1  # nothing elsewhere

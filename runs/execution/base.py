@@ -123,6 +123,12 @@ class ExecutionBackend(ABC):
         """Where a person can look at the job a reference names (a dashboard's page)."""
         return None
 
+    def release(self, *, run_id: str, attempts: int) -> list[str]:
+        """Stop whatever the run's attempts (1..``attempts``) left running where it places
+        jobs, once the run ended with nobody supervising them; what it stopped. Raises
+        BackendUnavailable when that cannot be reached."""
+        return []
+
     def detach(self, job: executor.Job) -> bool:
         """The worker is shutting down: let the job run on without this process, if it can
         (True; a later attempt takes it up again), instead of stopping it (False)."""

@@ -19,8 +19,10 @@ hosts and workers that never submit one need not install it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import shlex
 import signal
 import time
@@ -151,6 +153,7 @@ def _unreachable(address: str, exc: BaseException) -> str:
 class _Found:
     job_id: str
     status: str
+    started: float | None  # when Ray started it (epoch seconds), if it has
 
 
 class RayJob:
@@ -158,10 +161,17 @@ class RayJob:
     output; its terminal status is the exit."""
 
     def __init__(
-        self, client: JobSubmissionClient, address: str, job_id: str, *, opening: str
+        self,
+        client: JobSubmissionClient,
+        address: str,
+        job_id: str,
+        *,
+        opening: str,
+        started: float | None = None,
     ) -> None:
         self.client, self.address, self.job_id = client, address, job_id
         self.opening = opening  # said once, before the log: which job this is
+        self.started = started  # a job taken up: when it began, which its timeout counts from
         self.offset = 0  # characters of the log already delivered
         self.next_poll = 0.0
         self.last_answer = time.monotonic()
@@ -298,7 +308,7 @@ class RayBackend(ExecutionBackend):
         found = self._earlier_job(client, address, run)
         if found is not None and found.status in {*_LIVE, "SUCCEEDED"}:
             opening = f"reattached to job {found.job_id} ({found.status.lower()}) on {address}"
-            return RayJob(client, address, found.job_id, opening=opening)
+            return RayJob(client, address, found.job_id, opening=opening, started=found.started)
         job_id = submission_id(run.run_id, run.attempt)
         try:
             client.submit_job(
@@ -346,11 +356,27 @@ class RayBackend(ExecutionBackend):
                 if _missing(exc):
                     continue
                 raise BackendUnavailable(_unreachable(address, exc)) from exc
-            return _Found(job_id=job_id, status=str(info.status))
+            started = info.start_time / 1000 if info.start_time else None  # Ray's are in ms
+            return _Found(job_id=job_id, status=str(info.status), started=started)
         return None
 
     def supervise(self, run: RunSpec, job: executor.Job, supervision: Supervision) -> RunOutcome:
-        outcome = super().supervise(run, job, supervision)
+        if isinstance(job, RayJob) and job.started is not None:
+            # A job taken up from an earlier attempt has had part of its time already: the
+            # run's timeout counts from the job's start, not from this attempt's.
+            spent = max(time.time() - job.started, 0.0)
+            left = max(math.ceil(run.timeout_seconds - spent), 1)
+            outcome = super().supervise(
+                dataclasses.replace(run, timeout_seconds=left), job, supervision
+            )
+            if outcome.reason == Reason.TIMEOUT:
+                outcome = dataclasses.replace(
+                    outcome,
+                    message=f"run exceeded its timeout of {run.timeout_seconds} s (counted "
+                    f"from the start of job {job.job_id}); the job was stopped",
+                )
+        else:
+            outcome = super().supervise(run, job, supervision)
         lost = job.lost if isinstance(job, RayJob) else ""
         if lost and outcome.status != Ending.CANCELLED:
             return RunOutcome.failure(
@@ -361,6 +387,21 @@ class RayBackend(ExecutionBackend):
                 progress=outcome.progress,
             )
         return outcome
+
+    def release(self, *, run_id: str, attempts: int) -> list[str]:
+        address = str(settings.TUNIX_RAY_ADDRESS)
+        client = self._connect(address)
+        stopped = []
+        for attempt in range(1, attempts + 1):
+            job_id = submission_id(run_id, attempt)
+            try:
+                if str(client.get_job_info(job_id).status) in _LIVE:
+                    client.stop_job(job_id)
+                    stopped.append(job_id)
+            except Exception as exc:
+                if not _missing(exc):
+                    raise BackendUnavailable(_unreachable(address, exc)) from exc
+        return stopped
 
     def reference(self, job: executor.Job) -> str:
         return job.job_id if isinstance(job, RayJob) else ""

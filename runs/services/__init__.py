@@ -8,7 +8,7 @@
 | queue | a run's queue task, in the caller's transaction |
 | status | the status machine: claim, heartbeat, finish, terminal hooks |
 | execution | executing a claimed run through its backend (runs/execution/), sync runs |
-| recovery | re-queue, cancel, the reaper, worker heartbeats |
+| recovery | re-queue, cancel, the reaper, releasing jobs left on a cluster, worker heartbeats |
 | webhooks | webhook events, attempts and retries |
 | exports | a finished training's checkpoint as a Hugging Face directory, written by a worker |
 | samples | try-it completions of a finished training or a registered version, by a worker |
@@ -44,6 +44,7 @@ from runs.services.recovery import (
     ReapReport,
     run_cancel,
     run_reap,
+    run_release,
     run_requeue,
     worker_heartbeat,
     worker_heartbeat_prune,
@@ -123,6 +124,7 @@ __all__ = [
     "run_finish",
     "run_heartbeat",
     "run_reap",
+    "run_release",
     "run_requeue",
     "run_spec",
     "run_submit",

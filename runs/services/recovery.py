@@ -13,10 +13,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import authorization, broker, metrics, resources, selectors
-from runs.models import RunStatus, TunixRun, WorkerHeartbeat
+from runs.execution import UnknownMode, get_backend
+from runs.execution.base import BackendUnavailable
+from runs.models import TERMINAL_STATUSES, RunStatus, TunixRun, WorkerHeartbeat
 from runs.outcomes import Ending, Reason, RunOutcome
 from runs.services.errors import Conflict, Forbidden, NotFound
-from runs.services.queue import TASK_FUNC, enqueue_run
+from runs.services.queue import TASK_FUNC, enqueue_run, task_queue
 from runs.services.status import _transition, run_finish
 
 log = logging.getLogger("tunix_rt.runs")
@@ -39,6 +41,51 @@ def run_requeue(*, run_id: UUID, attempt: int, reason: str) -> bool:
         if moved:
             enqueue_run(TunixRun.objects.get(id=run_id))
     return moved
+
+
+RELEASE_FUNC = "runs.tasks.release_run"
+
+
+def _release_later(run_id: UUID, mode: str, attempt: int) -> None:
+    """A run of a backend that places jobs elsewhere (a Ray cluster) ended while none of its
+    workers followed its job: cancelled while re-queued or unsupervised, or failed by the
+    reaper. A worker's queue task stops the job, so it does not train on for nobody."""
+    try:
+        backend = get_backend(mode)
+    except UnknownMode:
+        return
+    if not backend.places_remotely or attempt < 1:
+        return
+    from django_q.tasks import async_task
+
+    async_task(
+        RELEASE_FUNC,
+        str(run_id),
+        task_name=f"release-{run_id}",
+        timeout=120,
+        ack_failure=True,
+        cluster=task_queue(mode),
+    )
+
+
+def run_release(*, run_id: UUID) -> str:
+    """Stop what an ended run's attempts left running where its backend places jobs."""
+    found = (
+        TunixRun.objects.filter(id=run_id, status__in=TERMINAL_STATUSES)
+        .values_list("mode", "attempt")
+        .first()
+    )
+    if found is None:
+        return "skipped"
+    mode, attempt = found
+    try:
+        stopped = get_backend(mode).release(run_id=str(run_id), attempts=attempt)
+    except BackendUnavailable as exc:
+        log.warning("run_release_failed", extra={"fields": {"run_id": run_id, "error": exc}})
+        return "unavailable"
+    if stopped:
+        log.info("run_released", extra={"fields": {"run_id": run_id, "stopped": stopped}})
+    return f"stopped {len(stopped)}"
 
 
 def run_cancel(*, run_id: UUID | str, user: authorization.UserLike = None) -> TunixRun:
@@ -67,6 +114,9 @@ def run_cancel(*, run_id: UUID | str, user: authorization.UserLike = None) -> Tu
             error_message="cancelled by request",
         )
         if moved:
+            # A running run's worker stops its job itself; the queue task covers a worker
+            # that is gone, and a re-queued run whose job nobody follows now.
+            _release_later(run.id, run.mode, run.attempt)
             run.refresh_from_db()
             return run
     raise Conflict("run changed state while cancelling; try again")
@@ -164,8 +214,8 @@ def run_reap(*, batch: int = 200) -> ReapReport:
     failed: list[UUID] = []
     stale = TunixRun.objects.filter(
         status=RunStatus.RUNNING, heartbeat_at__lt=stale_before
-    ).values_list("id", "attempt", "started_at")[:batch]
-    for run_id, attempt, started_at in stale:
+    ).values_list("id", "attempt", "started_at", "mode")[:batch]
+    for run_id, attempt, started_at, mode in stale:
         if attempt >= settings.TUNIX_RUN_MAX_ATTEMPTS:
             lost = RunOutcome(
                 status=Ending.FAILED,
@@ -179,6 +229,7 @@ def run_reap(*, batch: int = 200) -> ReapReport:
                 run_id=run_id, attempt=attempt, outcome=lost, started_at=started_at, op="run_reap"
             ):
                 failed.append(run_id)
+                _release_later(run_id, mode, attempt)
         elif run_requeue(run_id=run_id, attempt=attempt, reason="worker lost"):
             requeued.append(run_id)
 
