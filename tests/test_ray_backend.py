@@ -295,5 +295,6 @@ def test_a_reattached_job_keeps_the_timeout_it_started_with(
     assert done.attempt == 2
     assert f"counted from the start of job {run.id}-a1" in done.error_message
     # Stopped at the job's 20 s, not 20 s after the second attempt took it up.
+    assert done.completed_at is not None
     assert (done.completed_at - done.queued_at).total_seconds() < 20 + 15
     wait_for(lambda: job_of(ray_head, run)["status"] == "STOPPED", 30, what="the job to stop")
