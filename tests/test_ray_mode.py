@@ -178,6 +178,10 @@ def test_an_unreachable_cluster_fails_a_synchronous_ray_run_naming_the_address(
     assert (run.status, run.error_reason) == ("failed", "backend_unavailable")
     assert nowhere in run.error_message
     assert nowhere in run.stderr
+    # Whatever the cluster may still run for it is stopped later, by a worker's task; tried
+    # now, it says the cluster is still away.
+    assert queued_funcs().count(services.recovery.RELEASE_FUNC) == 1
+    assert services.run_release(run_id=run.id) == "unavailable"
 
 
 @pytest.mark.processes

@@ -330,6 +330,8 @@ class RayBackend(ExecutionBackend):
         )
 
     def _connect(self, address: str) -> JobSubmissionClient:
+        if not address:  # Ray's client would look for a cluster of its own choosing
+            raise BackendUnavailable(NOT_CONFIGURED_MESSAGE)
         try:
             import ray.job_submission  # noqa: F401
         except ImportError:

@@ -26,7 +26,7 @@ from runs.selectors.bases import run_base_model
 from runs.services.datasets import dataset_path
 from runs.services.errors import ServiceError
 from runs.services.queue import enqueue_run
-from runs.services.recovery import run_requeue
+from runs.services.recovery import release_later, run_requeue
 from runs.services.status import run_claim, run_finish, run_heartbeat
 from runs.services.submission import RunRequest, Submission, checkpoint_directory, run_submit
 from runs.services.sweeps import sweep_pruner_metric, sweep_trial_report
@@ -130,7 +130,12 @@ def run_execute(*, run: TunixRun, drain_since: DrainSince = _never_draining) -> 
     except Exception as exc:  # recorded on the run, never raised into the caller's loop
         log.exception("run_execute_error", extra={"fields": {"run_id": run.id}})
         outcome = RunOutcome.failure(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-    run_finish(run_id=run.id, attempt=run.attempt, outcome=outcome, started_at=run.started_at)
+    finished = run_finish(
+        run_id=run.id, attempt=run.attempt, outcome=outcome, started_at=run.started_at
+    )
+    if finished and outcome.reason == Reason.BACKEND_UNAVAILABLE:
+        # The job may still train on a cluster that stopped answering: try to stop it later.
+        release_later(run.id, run.mode, run.attempt)
     run.refresh_from_db()
     return run
 

@@ -46,10 +46,11 @@ def run_requeue(*, run_id: UUID, attempt: int, reason: str) -> bool:
 RELEASE_FUNC = "runs.tasks.release_run"
 
 
-def _release_later(run_id: UUID, mode: str, attempt: int) -> None:
+def release_later(run_id: UUID, mode: str, attempt: int) -> None:
     """A run of a backend that places jobs elsewhere (a Ray cluster) ended while none of its
-    workers followed its job: cancelled while re-queued or unsupervised, or failed by the
-    reaper. A worker's queue task stops the job, so it does not train on for nobody."""
+    workers followed its job: cancelled while re-queued or unsupervised, failed by the reaper,
+    or failed because the cluster stopped answering mid-run. A worker's queue task stops the
+    job, so it does not train on for nobody."""
     try:
         backend = get_backend(mode)
     except UnknownMode:
@@ -116,7 +117,7 @@ def run_cancel(*, run_id: UUID | str, user: authorization.UserLike = None) -> Tu
         if moved:
             # A running run's worker stops its job itself; the queue task covers a worker
             # that is gone, and a re-queued run whose job nobody follows now.
-            _release_later(run.id, run.mode, run.attempt)
+            release_later(run.id, run.mode, run.attempt)
             run.refresh_from_db()
             return run
     raise Conflict("run changed state while cancelling; try again")
@@ -229,7 +230,7 @@ def run_reap(*, batch: int = 200) -> ReapReport:
                 run_id=run_id, attempt=attempt, outcome=lost, started_at=started_at, op="run_reap"
             ):
                 failed.append(run_id)
-                _release_later(run_id, mode, attempt)
+                release_later(run_id, mode, attempt)
         elif run_requeue(run_id=run_id, attempt=attempt, reason="worker lost"):
             requeued.append(run_id)
 
