@@ -55,8 +55,12 @@ RAY_MISSING_MESSAGE = (
 # Every request to the cluster gives up after this long: a cluster that stops answering must
 # not stall the loop that heart-beats for the run (Ray's client sets no timeout of its own).
 REQUEST_TIMEOUT_SECONDS = 10.0
-# How often a job's status and log are read while it runs.
+# How often a job's status and log are read while it runs. Ray serves a log whole, so a long
+# log is read less often: one more POLL_SECONDS per LOG_BYTES_PER_POLL, at most
+# MAX_POLL_SECONDS (which also bounds how late the job's end is seen).
 POLL_SECONDS = 0.5
+LOG_BYTES_PER_POLL = 1_000_000
+MAX_POLL_SECONDS = 5.0
 # Connecting tries this long (at most a quarter of TUNIX_STALE_AFTER_SECONDS: the worker does
 # not heart-beat meanwhile) before the run fails with backend_unavailable: a blip is ridden
 # out, a wrong address is reported at once.
@@ -98,6 +102,11 @@ def entrypoint_resources(resources: Resources | None) -> dict[str, Any]:
     if custom:
         placement["entrypoint_resources"] = custom
     return placement
+
+
+def poll_interval(log_chars: int) -> float:
+    """Seconds until the next read of a job whose log is ``log_chars`` long."""
+    return min(POLL_SECONDS * (1 + log_chars // LOG_BYTES_PER_POLL), MAX_POLL_SECONDS)
 
 
 def submission_id(run_id: str, attempt: int) -> str:
@@ -207,6 +216,7 @@ class RayJob:
         except Exception as exc:
             return self._failed_poll(exc, now)
         self.last_answer = now
+        self.next_poll = now + poll_interval(len(log))
         self.announced.discard("unreachable")  # a later outage is reported again
         chunks: list[tuple[str, bytes]] = []
         if len(log) > self.offset:
