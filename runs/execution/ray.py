@@ -19,8 +19,9 @@ hosts and workers that never submit one need not install it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
+import functools
 import logging
 import math
 import shlex
@@ -126,7 +127,7 @@ def runtime_env() -> dict[str, Any]:
     """What the job's process needs: the project importable at its path on the Ray nodes,
     unbuffered output (the log is the live output), the Hugging Face hub offline unless this
     deployment downloads models, and whatever TUNIX_RAY_RUNTIME_ENV adds."""
-    extra: dict[str, Any] = json.loads(json.dumps(settings.TUNIX_RAY_RUNTIME_ENV))
+    extra: dict[str, Any] = copy.deepcopy(settings.TUNIX_RAY_RUNTIME_ENV)
     # Only the variables set here, never the worker's own: a runtime_env is shown to anyone who
     # can read the cluster's dashboard, so a token goes in TUNIX_RAY_RUNTIME_ENV on purpose.
     ours = offline_environment()
@@ -136,9 +137,9 @@ def runtime_env() -> dict[str, Any]:
     return extra
 
 
-def _client(address: str) -> JobSubmissionClient:
-    """Ray's job client, with a timeout on every request. Raises ConnectionError when the
-    cluster does not answer, ImportError without Ray."""
+@functools.cache
+def _client_class() -> type[JobSubmissionClient]:
+    """Ray's job client with a timeout on every request (made once: Ray is imported here)."""
     from ray.job_submission import JobSubmissionClient
 
     class Client(JobSubmissionClient):  # type: ignore[misc]
@@ -146,7 +147,13 @@ def _client(address: str) -> JobSubmissionClient:
             kwargs.setdefault("timeout", REQUEST_TIMEOUT_SECONDS)
             return super()._do_request(method, endpoint, **kwargs)
 
-    return Client(address)
+    return Client
+
+
+def _client(address: str) -> JobSubmissionClient:
+    """A client of the cluster at ``address``. Raises ConnectionError when it does not answer,
+    ImportError without Ray."""
+    return _client_class()(address)
 
 
 def _missing(exc: Exception) -> bool:
