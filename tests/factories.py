@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from runs import services, training_config
+from runs.execution.base import RunSpec
 from runs.models import (
     Dataset,
     DeliveryStatus,
@@ -268,3 +269,21 @@ class EvaluatedRunFactory(TunixRunFactory):
             if entry is not None
         ]
         write_predictions(run, records)
+
+
+def run_spec(output_dir: Path, **fields: Any) -> RunSpec:
+    """One attempt of a run as a backend is handed it, without a database row: ``fields``
+    override the defaults (run r1, attempt 1, a scripted mode, 60 s)."""
+    values: dict[str, Any] = {
+        "run_id": "r1",
+        "attempt": 1,
+        "mode": "scripted",
+        "output_dir": output_dir,
+        "spec": {},
+        "dataset_sha256": "0" * 64,
+        "dataset_records": 1,
+        "timeout_seconds": 60,
+        "loss_curve": [],
+        **fields,
+    }
+    return RunSpec(**values)

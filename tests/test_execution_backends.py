@@ -21,6 +21,7 @@ from runs.execution.base import (
 from runs.models import RunMode, TunixRun
 from runs.outcomes import Ending, Reason, RunOutcome
 from runs.services import RunRequest, ServiceError, run_submit
+from tests.factories import run_spec
 
 
 class ScriptedJob:
@@ -67,17 +68,7 @@ class ScriptedBackend(ExecutionBackend):
 
 
 def spec(tmp_path: Path, timeout_seconds: int = 60) -> RunSpec:
-    return RunSpec(
-        run_id="r1",
-        attempt=1,
-        mode="scripted",
-        output_dir=tmp_path,
-        spec={},
-        dataset_sha256="0" * 64,
-        dataset_records=1,
-        timeout_seconds=timeout_seconds,
-        loss_curve=[],
-    )
+    return run_spec(tmp_path, timeout_seconds=timeout_seconds)
 
 
 def progress(step: int, loss: float) -> str:

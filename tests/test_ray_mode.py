@@ -19,24 +19,14 @@ from runs.execution.ray import entrypoint, entrypoint_resources, runtime_env, su
 from runs.models import TunixRun
 from runs.resources import Resources
 from runs.services.queue import run_task_queue
-from tests.factories import submitted_run
+from tests.factories import run_spec, submitted_run
 from tests.support.problems import problem as assert_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def spec(output_dir: Path) -> RunSpec:
-    return RunSpec(
-        run_id="0b5c",
-        attempt=2,
-        mode="ray",
-        output_dir=output_dir,
-        spec={},
-        dataset_sha256="0" * 64,
-        dataset_records=1,
-        timeout_seconds=60,
-        loss_curve=[],
-    )
+    return run_spec(output_dir, run_id="0b5c", attempt=2, mode="ray")
 
 
 @pytest.mark.parametrize(

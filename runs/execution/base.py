@@ -88,6 +88,12 @@ class ExecutionBackend(ABC):
     # the run is not routed to a worker class of its resources; any worker supervises it.
     places_remotely: ClassVar[bool] = False
 
+    @property
+    def routes_by_resources(self) -> bool:
+        """Its runs go to the worker class of their resources (a training on the host that
+        claims it); the others are served by any cpu worker."""
+        return self.trains and not self.places_remotely
+
     def unavailable(self) -> str | None:
         """Why this deployment cannot take runs of this mode (refused at submit), if it
         cannot."""

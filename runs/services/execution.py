@@ -170,7 +170,7 @@ def _refuse_routed_sync(request: RunRequest) -> None:
         backend = get_backend(request.mode)
     except UnknownMode:
         return  # run_submit words that refusal
-    if backend.trains and not backend.places_remotely:
+    if backend.routes_by_resources:
         raise ServiceError(
             f"a run that asks for {asked.describe()} runs on a worker of that class: queue it "
             "(?mode=async, or the launch form's queue option)",

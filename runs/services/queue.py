@@ -39,7 +39,7 @@ def run_task_queue(run: TunixRun) -> str | None:
     """The queue this run's task goes to: a training that asked for a class other than cpu goes
     to that class's queue, served only by clusters on hosts with those devices (the qcluster
     command checks); everything else as task_queue says."""
-    if run.resource_class != resources.CPU and get_backend(run.mode).trains:
+    if run.resource_class != resources.CPU and get_backend(run.mode).routes_by_resources:
         return resources.class_queue(settings.TUNIX_RESOURCE_QUEUE_BASE, run.resource_class)
     return task_queue(run.mode)
 

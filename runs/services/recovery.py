@@ -17,6 +17,7 @@ from runs.execution import UnknownMode, get_backend
 from runs.execution.base import BackendUnavailable
 from runs.models import TERMINAL_STATUSES, RunStatus, TunixRun, WorkerHeartbeat
 from runs.outcomes import Ending, Reason, RunOutcome
+from runs.selectors.ids import as_uuid
 from runs.services.errors import Conflict, Forbidden, NotFound
 from runs.services.queue import TASK_FUNC, enqueue_run, task_queue
 from runs.services.status import _transition, run_finish
@@ -193,13 +194,6 @@ def _drop_rows(row_ids: list[int], *, now: datetime) -> int:
     return deleted
 
 
-def _as_uuid(value: str) -> UUID | None:
-    try:
-        return UUID(value)
-    except ValueError:
-        return None
-
-
 def run_reap(*, batch: int = 200) -> ReapReport:
     """Recover runs a worker lost, pending runs whose queue task vanished (or is held by a
     cluster that died before starting it), and drop the queue rows a lost worker claimed.
@@ -288,11 +282,11 @@ def _stale_claims(claimed: list[_QueueRow], *, recovered: set[UUID]) -> list[int
     run's is left to the orphan check."""
     if not claimed:
         return []
-    ids = {key for row in claimed if (key := _as_uuid(row.run_id)) is not None}
+    ids = {key for row in claimed if (key := as_uuid(row.run_id)) is not None}
     status = dict(TunixRun.objects.filter(id__in=ids).values_list("id", "status"))
     stale: list[int] = []
     for row in claimed:
-        key = _as_uuid(row.run_id)
+        key = as_uuid(row.run_id)
         if key is None or key in recovered or status.get(key, "") not in _LIVE_STATUSES:
             stale.append(row.id)
     return stale

@@ -99,8 +99,7 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
         raise ServiceError(str(exc), field="mode") from None
     if refusal := backend.unavailable():
         raise ServiceError(refusal, field="mode")
-    trains = backend.trains
-    base = _check_model(request.model_id, trains=trains, user=user)
+    base = _check_model(request.model_id, trains=backend.trains, user=user)
     if request.algorithm not in algorithms.ALGORITHMS:
         raise ServiceError(
             algorithms.unknown_algorithm_message(request.algorithm), field="algorithm"
@@ -137,9 +136,7 @@ def _validated_fields(request: RunRequest, user: authorization.UserLike = None) 
         hashed["resources"] = request.resources.as_json()
         if too_much := backend.refuse_resources(request.resources):
             raise ServiceError(too_much, field="resources")
-        fields.update(
-            _resource_fields(request.resources, routed=trains and not backend.places_remotely)
-        )
+        fields.update(_resource_fields(request.resources, routed=backend.routes_by_resources))
     fingerprint = request_fingerprint({"dataset_key": request.dataset_key, **hashed})
     if base is not None:
         # Hashed as asked, so a retry of "models:/m@prod" replays after the alias moved; the
